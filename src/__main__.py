@@ -1,0 +1,54 @@
+"""One entry point: `python -m src <command> ...` (each command is also `python -m src.<module>`).
+
+commands:
+  run        train every fold of a config, then thresholds, metrics, plots, submission
+  finalize   thresholds, metrics, plots and submission from a run's oof.csv + test.csv
+  folds      make or check the fold file and print per-fold label counts
+  data       convert original SemEval-2018 E-c / GoEmotions files into a competition folder
+  validate   check a submission CSV against sample_submission.csv
+  train      fine-tune transformers per fold (checkpoints per evaluation)
+  checkpoints  list / select checkpoints
+  predict    OOF and test probabilities from the selected checkpoints
+  ensemble   blend runs on OOF
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from src.config import load_config
+from src.errors import cli
+
+MODULES = {"folds": "src.folds", "data": "src.data", "validate": "src.submission", "train": "src.train",
+           "checkpoints": "src.checkpoints", "predict": "src.predict", "ensemble": "src.ensemble"}
+
+
+@cli
+def _pipeline(argv: list[str] | None) -> None:
+    from src import pipeline
+
+    p = argparse.ArgumentParser(prog=f"python -m src {argv[0]}")
+    p.add_argument("--config", default=None, help="YAML config (default: the TF-IDF baseline's defaults)")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.data_dir=/kaggle/input/x")
+    a = p.parse_args(argv[1:])
+    cfg = load_config(a.config, a.overrides)
+    (pipeline.run if argv[0] == "run" else pipeline.finalize)(cfg)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return
+    if argv[0] in ("run", "finalize"):
+        return _pipeline(argv)
+    if argv[0] not in MODULES:
+        print(f"error: unknown command {argv[0]!r}\n{__doc__}", file=sys.stderr)
+        raise SystemExit(2)
+    importlib.import_module(MODULES[argv[0]]).main(argv[1:])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""The config dataclasses: YAML loading, `key=value` overrides and the resolved-config dump.
+
+One `Config` drives the CLI, `train.sh` and the notebooks. A YAML file sets any subset of fields;
+`section.field=value` overrides come last. Unknown keys are errors, so no option is silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from src.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    data_dir: str = "data"  # competition folder: train.csv, test.csv, sample_submission.csv
+    name: str = ""  # dataset name used in fold file names; default: the data folder's name
+    id_col: str = ""  # default: first column of sample_submission.csv
+    text_col: str = ""  # default: the one non-id column of test.csv
+    labels: list[str] = field(default_factory=list)  # default: sample_submission's columns after the id
+
+
+@dataclass
+class FoldsConfig:
+    n_folds: int = 10
+    seed: int = 42
+    dir: str = "folds"
+    run: list[int] = field(default_factory=list)  # folds to train; empty = all
+
+
+@dataclass
+class TfidfConfig:
+    word_ngram: list[int] = field(default_factory=lambda: [1, 2])
+    char_ngram: list[int] = field(default_factory=lambda: [2, 5])
+    char_analyzer: str = "char_wb"
+    min_df: int = 2
+    max_features: int = 200_000  # per vectorizer
+    sublinear_tf: bool = True
+    lowercase: bool = True
+    C: float = 1.0
+    class_weight: str = "balanced"  # balanced | none
+    grid_search: bool = False  # GridSearchCV over grid_C x grid_word_ngram, scored by macro-F1
+    grid_C: list[float] = field(default_factory=lambda: [0.3, 1.0, 3.0])
+    grid_word_ngram: list[list[int]] = field(default_factory=lambda: [[1, 1], [1, 2]])
+    grid_cv: int = 3
+    n_jobs: int = 2  # folds fitted in parallel
+
+
+@dataclass
+class ModelConfig:
+    """A fine-tuned transformer: hub id or local folder, and how much of it trains."""
+
+    name_or_path: str = ""
+    kind: str = "auto"  # auto | encoder | decoder
+    method: str = "full"  # full | last_n | lora | qlora
+    last_n_layers: int = 2  # with method=last_n: layers trained besides the head
+    max_length: int = 128
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16: weights as loaded
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+    padding_side: str = "auto"  # auto | left | right (decoders pool the last non-pad token)
+    text_prefix: str = ""  # prepended to every text (e.g. the label names, SpanEmo-style)
+    multi_sample_dropout: int = 0  # >0: average the head over this many dropout masks
+
+
+@dataclass
+class LoraConfig:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    bias: str = "none"
+    modules_to_save: list[str] = field(default_factory=list)  # default: the classification head
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 3.0
+    max_steps: int = 0  # >0 overrides epochs
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 3e-5
+    head_lr: float = 0.0  # 0 = same as lr
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    scheduler: str = "linear"  # linear | cosine | constant
+    layer_lr_decay: float = 1.0  # <1: layer-wise LR decay towards the embeddings
+    max_grad_norm: float = 1.0
+    loss: str = "bce"  # bce | focal | asl
+    pos_weight: str = "balanced"  # balanced | sqrt | none (see src/weights.py)
+    pos_weight_clip: float = 0.0  # >0: clip pos_weight to this
+    focal_gamma: float = 2.0
+    asl_gamma_neg: float = 4.0
+    asl_gamma_pos: float = 0.0
+    asl_clip: float = 0.05
+    label_smoothing: float = 0.0
+    precision: str = "auto"  # auto | bf16 | fp16 | no
+    eval_every: int = 0  # steps between evaluations; 0 = once per epoch only
+    keep_top_k: int = 0  # checkpoints kept per fold; 0 = all
+    keep_metric: str = "f1_tuned"  # metric for keep_top_k (higher is better; val_loss: lower)
+    group_by_length: bool = True
+    seed: int = 42  # fold k uses seed + k
+    num_workers: int = 0
+    report_to: str = "none"  # none | wandb
+    log_every: int = 10
+
+
+@dataclass
+class SelectConfig:
+    rule: str = "best_f1"  # best_f1 | best_loss | balanced
+    tolerance: float = 0.005  # balanced: within this of the best macro-F1, take the lowest val loss
+
+
+@dataclass
+class ThresholdConfig:
+    mode: str = "per_label"  # per_label | global | fixed
+    fixed: float = 0.5
+    min_one: bool = False  # every row gets at least its top label
+
+
+@dataclass
+class OutputConfig:
+    checkpoints_dir: str = "checkpoints"
+    submissions_dir: str = "submissions"
+    plots: bool = True
+
+
+@dataclass
+class Config:
+    exp: str = ""  # experiment name: checkpoints/<exp>/, submissions/<exp>.csv; default: config file stem
+    model_type: str = "tfidf"  # tfidf | transformer | llm | probe
+    data: DataConfig = field(default_factory=DataConfig)
+    folds: FoldsConfig = field(default_factory=FoldsConfig)
+    tfidf: TfidfConfig = field(default_factory=TfidfConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form section for model families' own options
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert a YAML value to the annotated field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], key)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config '{key}' must be a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin is list:
+        (inner,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        return [_coerce(v, inner, key) for v in value]
+    if origin is dict or tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise UserError(f"config '{key}' must be true/false, got {value!r}")
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is str:
+        return "" if value is None else str(value)
+    try:
+        return tp(value)
+    except (TypeError, ValueError):
+        raise UserError(f"config '{key}' must be {tp.__name__}, got {value!r}") from None
+
+
+def _build(cls: type, values: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"unknown config key '{prefix}{unknown[0]}' (valid: {', '.join(sorted(names))})")
+    obj = cls()
+    for k, v in values.items():
+        current = getattr(obj, k)
+        if dataclasses.is_dataclass(current) and isinstance(v, dict):
+            merged = {**dataclasses.asdict(current), **v}
+            setattr(obj, k, _build(type(current), merged, f"{prefix}{k}."))
+        else:
+            setattr(obj, k, _coerce(v, hints[k], prefix + k))
+    return obj
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `section.key=value` strings (values parsed as YAML) and return a new Config."""
+    tree = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if raw else ""
+        node = tree
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise UserError(f"unknown config key '{key}'")
+            node = node[p]
+        if parts[-1] not in node and node is not tree.get("extra"):
+            raise UserError(f"unknown config key '{key}'")
+        node[parts[-1]] = value
+    return _build(Config, tree)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Config from a YAML file (or defaults when path is None) plus overrides."""
+    values: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"config file not found: {p}")
+        try:
+            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(values, dict):
+            raise UserError(f"config file {p} must hold a mapping")
+    cfg = _build(Config, values)
+    if path is not None and not cfg.exp:
+        cfg.exp = Path(path).stem
+    cfg = apply_overrides(cfg, overrides or [])
+    if not cfg.exp:
+        cfg.exp = cfg.model_type
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

@@ -1,0 +1,25 @@
+"""The one exception type for bad user input, and the CLI wrapper that turns it into a one-line error."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """Bad input or config: printed as one line, exit code 2, no traceback."""
+
+
+def cli(main: Callable[[list[str] | None], object]) -> Callable[[list[str] | None], object]:
+    """Decorate a `main(argv)` so a UserError prints `error: ...` and exits 2."""
+
+    def wrapped(argv: list[str] | None = None):
+        try:
+            return main(argv)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    wrapped.__doc__ = main.__doc__
+    wrapped.__name__ = main.__name__
+    return wrapped

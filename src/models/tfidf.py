@@ -1,0 +1,59 @@
+"""The classical baseline: word + char TF-IDF -> one-vs-rest logistic regression, fitted per fold."""
+
+from __future__ import annotations
+
+import numpy as np
+from joblib import Parallel, delayed
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.pipeline import FeatureUnion, Pipeline
+from tqdm.auto import tqdm
+
+from src.config import Config, TfidfConfig
+from src.folds import folds_for_run
+from src.rundir import write_fold_outputs
+
+
+def build(cfg: TfidfConfig) -> Pipeline:
+    common = dict(min_df=cfg.min_df, max_features=cfg.max_features, sublinear_tf=cfg.sublinear_tf,
+                  lowercase=cfg.lowercase, dtype=np.float32)
+    features = FeatureUnion([
+        ("word", TfidfVectorizer(analyzer="word", ngram_range=tuple(cfg.word_ngram),
+                                 token_pattern=r"(?u)[#@]?\b\w+\b", **common)),
+        ("char", TfidfVectorizer(analyzer=cfg.char_analyzer, ngram_range=tuple(cfg.char_ngram), **common)),
+    ])
+    weight = None if cfg.class_weight == "none" else cfg.class_weight
+    clf = OneVsRestClassifier(LogisticRegression(C=cfg.C, class_weight=weight, solver="liblinear"))
+    return Pipeline([("features", features), ("clf", clf)])
+
+
+def fit(cfg: TfidfConfig, texts: list[str], Y: np.ndarray):
+    """Fit on training texts; with grid_search, pick C and the word n-gram range by macro-F1 (inner CV)."""
+    model = build(cfg)
+    if cfg.grid_search:
+        grid = {"clf__estimator__C": cfg.grid_C,
+                "features__word__ngram_range": [tuple(r) for r in cfg.grid_word_ngram]}
+        search = GridSearchCV(model, grid, scoring="f1_macro", cv=cfg.grid_cv, n_jobs=1)
+        search.fit(texts, Y)
+        return search.best_estimator_
+    return model.fit(texts, Y)
+
+
+def _fold(cfg: TfidfConfig, k: int, train_texts, Y, test_texts, fold: np.ndarray):
+    tr, va = fold != k, fold == k
+    model = fit(cfg, [t for t, m in zip(train_texts, tr) if m], Y[tr])
+    return k, model.predict_proba([t for t, m in zip(train_texts, va) if m]), model.predict_proba(test_texts)
+
+
+def run(cfg: Config, comp, folds, rd) -> None:
+    """Fit each fold on its training rows, write OOF and fold-averaged test probabilities."""
+    fold = folds["fold"].to_numpy()
+    run_folds = folds_for_run(cfg)
+    jobs = (delayed(_fold)(cfg.tfidf, k, comp.train_texts, comp.Y, comp.test_texts, fold) for k in run_folds)
+    parallel = Parallel(n_jobs=min(cfg.tfidf.n_jobs, len(run_folds)), return_as="generator_unordered")
+    per_fold = {}
+    for k, valid, test in tqdm(parallel(jobs), total=len(run_folds), desc="tfidf folds", unit="fold"):
+        per_fold[k] = (valid, test)
+    write_fold_outputs(rd, comp, folds, per_fold)

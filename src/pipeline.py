@@ -1,0 +1,103 @@
+"""The end-to-end run: data -> folds -> a model family's OOF/test probabilities -> thresholds -> submission.
+
+    python -m src run --config configs/tfidf.yaml [key=value ...]
+    python -m src finalize --config configs/tfidf.yaml    # thresholds/metrics/submission from oof.csv + test.csv
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+
+from src import metrics, report, submission, thresholds
+from src.config import Config, dump_config
+from src.data import Competition, load_competition
+from src.errors import UserError
+from src.fileio import write_csv, write_json, write_text
+from src.folds import ensure_folds
+from src.models import family
+from src.rundir import RunDir, read_probs
+
+
+def run(cfg: Config) -> dict:
+    """Train every fold of the configured model, then finalize. Returns the run's metrics."""
+    t0 = time.time()
+    comp = load_competition(cfg.data)
+    folds, fold_file = ensure_folds(cfg, comp)
+    rd = RunDir.of(cfg)
+    write_text(rd.config, dump_config(cfg))
+    print(f"[{cfg.exp}] {cfg.model_type} on {comp.name}: {len(comp.train)} train / {len(comp.test)} test rows, "
+          f"{len(comp.labels)} labels, folds {fold_file}")
+    family(cfg.model_type).run(cfg, comp, folds, rd)
+    return finalize(cfg, comp, folds, wall_s=time.time() - t0)
+
+
+def load_oof(rd: RunDir, comp: Competition, folds: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, bool]:
+    """OOF frame in train order (rows present), its probabilities, and whether it covers every train id."""
+    oof = read_probs(rd.oof, comp.labels)
+    if oof["id"].duplicated().any():
+        raise UserError(f"{rd.oof} lists some ids twice")
+    unknown = set(oof["id"]) - set(comp.train_ids)
+    if unknown:
+        raise UserError(f"{rd.oof} has {len(unknown)} ids not in train.csv, e.g. {sorted(unknown)[0]}")
+    if "fold" in oof.columns:
+        expected = folds.set_index("id").loc[oof["id"], "fold"].to_numpy()
+        if not (oof["fold"].to_numpy() == expected).all():
+            raise UserError(f"{rd.oof} was made with another fold file than this run's")
+    order = pd.Series(range(len(comp.train)), index=comp.train_ids)
+    oof = oof.assign(_row=order.loc[oof["id"]].to_numpy()).sort_values("_row")
+    return oof, oof[comp.labels].to_numpy(np.float64), len(oof) == len(comp.train)
+
+
+def finalize(cfg: Config, comp: Competition | None = None, folds: pd.DataFrame | None = None,
+             wall_s: float | None = None) -> dict:
+    """Tune thresholds on oof.csv, write metrics, plots and (for complete runs) the submission."""
+    comp = comp or load_competition(cfg.data)
+    if folds is None:
+        folds, _ = ensure_folds(cfg, comp, verbose=False)
+    rd = RunDir.of(cfg)
+    oof, probs, complete = load_oof(rd, comp, folds)
+    Y = comp.Y[oof["_row"].to_numpy()]
+    th = thresholds.tune(Y, probs, cfg.thresholds)
+    P = thresholds.apply(probs, th, cfg.thresholds.min_one)
+    table = metrics.per_label_table(Y, P, probs, comp.labels)
+    fold_of_row = folds["fold"].to_numpy()[oof["_row"].to_numpy()]
+    result = {
+        "exp": cfg.exp,
+        "model_type": cfg.model_type,
+        "complete": complete,
+        "folds": sorted(map(int, np.unique(fold_of_row))),
+        "oof_rows": len(oof),
+        "oof": metrics.summary(Y, P),
+        "oof_at_0.5": metrics.summary(Y, probs >= 0.5),
+        "per_label_f1": table["f1"].round(6).to_dict(),
+        "per_fold_macro_f1": {int(k): metrics.macro_f1(Y[fold_of_row == k], P[fold_of_row == k])
+                              for k in np.unique(fold_of_row)},
+        "mean_roc_auc": float(table["roc_auc"].mean()),
+    }
+    if wall_s is not None:
+        result["wall_s"] = round(wall_s, 2)
+    write_json(rd.thresholds, thresholds.to_json(comp.labels, th, cfg.thresholds))
+    write_csv(rd.per_label, table.reset_index(), float_format="%.4f")
+    if cfg.output.plots:
+        report.write_all(rd.report, Y, probs, P, table, comp.labels)
+    print(table.round(3).to_string())
+    print(f"[{cfg.exp}] OOF macro-F1 {result['oof']['macro_f1']:.4f} (at 0.5: {result['oof_at_0.5']['macro_f1']:.4f}), "
+          f"micro-F1 {result['oof']['micro_f1']:.4f}, Jaccard {result['oof']['jaccard']:.4f}"
+          + (f", {wall_s:.1f} s" if wall_s is not None else ""))
+    if complete:
+        test = read_probs(rd.test, comp.labels)
+        if set(test["id"]) != set(comp.test_ids) or len(test) != len(comp.test):
+            raise UserError(f"{rd.test} does not hold exactly test.csv's ids")
+        sub = submission.build(test["id"].tolist(), thresholds.apply(test[comp.labels].to_numpy(), th,
+                                                                      cfg.thresholds.min_one), comp.sample)
+        submission.write(sub, comp.sample, rd.submission)
+        result["submission"] = str(rd.submission)
+        print(f"[{cfg.exp}] submission: {rd.submission}")
+    else:
+        print(f"[{cfg.exp}] partial run (folds {result['folds']} of {cfg.folds.n_folds}): no submission written; "
+              "train the remaining folds first")
+    write_json(rd.metrics, result)
+    return result

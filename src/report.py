@@ -1,0 +1,87 @@
+"""Plots of a run: ROC curve per label, per-label confusion matrices, per-label F1 bars (PNG)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from src.fileio import atomic_path  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _grid(n: int, size: float = 2.6):
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, axes.flat
+
+
+def roc_curves(Y: np.ndarray, probs: np.ndarray, labels: list[str], path: Path) -> Path:
+    fig, axes = _grid(len(labels))
+    for j, (ax, lab) in enumerate(zip(axes, labels)):
+        y, p = Y[:, j].astype(bool), probs[:, j]
+        order = np.argsort(-p, kind="stable")
+        tpr = np.r_[0, np.cumsum(y[order]) / max(y.sum(), 1)]
+        fpr = np.r_[0, np.cumsum(~y[order]) / max((~y).sum(), 1)]
+        auc = float(np.trapezoid(tpr, fpr))
+        ax.plot(fpr, tpr, lw=1.5)
+        ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
+        ax.set_title(f"{lab}  AUC {auc:.3f}", fontsize=9)
+        ax.set_xlabel("FPR", fontsize=8)
+        ax.set_ylabel("TPR", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.suptitle("ROC per label (out-of-fold)")
+    return _save(fig, path)
+
+
+def confusion_matrices(Y: np.ndarray, P: np.ndarray, labels: list[str], path: Path) -> Path:
+    fig, axes = _grid(len(labels), 2.2)
+    for j, (ax, lab) in enumerate(zip(axes, labels)):
+        y, p = Y[:, j].astype(bool), P[:, j].astype(bool)
+        m = np.array([[(~y & ~p).sum(), (~y & p).sum()], [(y & ~p).sum(), (y & p).sum()]])
+        ax.imshow(m, cmap="Blues")
+        for (r, c), v in np.ndenumerate(m):
+            ax.text(c, r, str(v), ha="center", va="center", fontsize=9,
+                    color="white" if v > m.max() / 2 else "black")
+        ax.set_xticks([0, 1], ["pred 0", "pred 1"], fontsize=7)
+        ax.set_yticks([0, 1], ["true 0", "true 1"], fontsize=7)
+        ax.set_title(lab, fontsize=9)
+    fig.suptitle("Confusion matrix per label (out-of-fold, tuned thresholds)")
+    return _save(fig, path)
+
+
+def f1_bars(table: pd.DataFrame, path: Path, title: str = "Per-label F1 (out-of-fold)") -> Path:
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(table)), 3.5))
+    ax.bar(table.index, table["f1"], color="tab:blue")
+    ax.axhline(table["f1"].mean(), c="tab:red", ls="--", lw=1, label=f"macro-F1 {table['f1'].mean():.3f}")
+    for i, v in enumerate(table["f1"]):
+        ax.text(i, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("F1")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    return _save(fig, path)
+
+
+def write_all(report_dir: Path, Y, probs, P, table: pd.DataFrame, labels: list[str]) -> list[Path]:
+    return [
+        roc_curves(Y, probs, labels, report_dir / "roc.png"),
+        confusion_matrices(Y, P, labels, report_dir / "confusion.png"),
+        f1_bars(table, report_dir / "f1_per_label.png"),
+    ]

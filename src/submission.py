@@ -1,0 +1,58 @@
+"""Submission CSVs: exactly sample_submission.csv's shape (same ids, order, columns), 0/1, validated first."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from src.errors import UserError, cli
+from src.fileio import read_csv, write_csv
+
+
+def validate(sub: pd.DataFrame, sample: pd.DataFrame) -> None:
+    """Raise UserError unless `sub` has sample's columns, ids in sample's order, and 0/1 labels."""
+    if list(sub.columns) != list(sample.columns):
+        raise UserError(f"submission columns {list(sub.columns)} differ from the sample's {list(sample.columns)}")
+    id_col = sample.columns[0]
+    if len(sub) != len(sample):
+        raise UserError(f"submission has {len(sub)} rows, the sample has {len(sample)}")
+    if not (sub[id_col].astype(str).to_numpy() == sample[id_col].astype(str).to_numpy()).all():
+        raise UserError("submission ids are not the sample's ids in the sample's order")
+    vals = sub[sample.columns[1:]]
+    if vals.isna().any().any() or not vals.isin([0, 1]).all().all():
+        raise UserError("submission labels must all be 0 or 1")
+
+
+def build(ids: list[str], preds: np.ndarray, sample: pd.DataFrame) -> pd.DataFrame:
+    """A submission frame in sample's order from predictions indexed by `ids`."""
+    id_col, labels = sample.columns[0], list(sample.columns[1:])
+    frame = pd.DataFrame(np.asarray(preds, dtype=np.int64), columns=labels)
+    frame.insert(0, id_col, list(ids))
+    missing = set(sample[id_col]) - set(frame[id_col])
+    if missing:
+        raise UserError(f"predictions lack {len(missing)} test ids of the sample, e.g. {sorted(missing)[0]}")
+    return frame.set_index(id_col).loc[sample[id_col]].reset_index()
+
+
+def write(sub: pd.DataFrame, sample: pd.DataFrame, path: str | Path) -> Path:
+    validate(sub, sample)
+    return write_csv(path, sub)
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m src.submission", description="Validate a submission CSV.")
+    p.add_argument("submission")
+    p.add_argument("sample", help="sample_submission.csv")
+    a = p.parse_args(argv)
+    sample = read_csv(a.sample, dtype=str)
+    sub = read_csv(a.submission, dtype={sample.columns[0]: str})
+    validate(sub, sample)
+    print(f"{a.submission}: valid ({len(sub)} rows, {len(sub.columns) - 1} labels)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from synth import make_competition  # noqa: E402
+
+
+@pytest.fixture
+def comp_dir(tmp_path):
+    """A synthetic competition folder (200 train / 60 test rows, 4 labels)."""
+    return make_competition(tmp_path / "data")
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """Run inside a temp folder so folds/, checkpoints/ and submissions/ land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

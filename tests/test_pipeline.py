@@ -1,0 +1,42 @@
+import json
+
+import pandas as pd
+import pytest
+
+from src.__main__ import main as cli_main
+from src.config import load_config
+from src.pipeline import run
+
+
+def test_tfidf_end_to_end(workdir, comp_dir):
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", "exp=t", "folds.n_folds=5", "tfidf.min_df=1"])
+    result = run(cfg)
+    assert result["complete"] and result["oof_rows"] == 200
+    assert result["oof"]["macro_f1"] > 0.7  # keywords make the synthetic labels learnable
+    oof = pd.read_csv(workdir / "checkpoints/t/oof.csv")
+    assert sorted(oof["id"]) == sorted(pd.read_csv(comp_dir / "train.csv")["ID"])
+    sub = pd.read_csv(workdir / "submissions/t.csv")
+    sample = pd.read_csv(comp_dir / "sample_submission.csv")
+    assert list(sub.columns) == list(sample.columns) and (sub["ID"] == sample["ID"]).all()
+    assert set(sub.iloc[:, 1:].to_numpy().ravel()) <= {0, 1}
+    th = json.loads((workdir / "checkpoints/t/thresholds.json").read_text())
+    assert list(th["thresholds"]) == list(sample.columns[1:])
+    for png in ("roc.png", "confusion.png", "f1_per_label.png"):
+        assert (workdir / "checkpoints/t/report" / png).stat().st_size > 1000
+
+
+def test_partial_run_writes_no_submission(workdir, comp_dir):
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", "exp=p", "folds.n_folds=5", "folds.run=[1]",
+                             "tfidf.min_df=1"])
+    result = run(cfg)
+    assert not result["complete"] and result["folds"] == [1] and result["oof_rows"] == 40
+    assert not (workdir / "submissions/p.csv").exists()
+
+
+def test_cli_bad_data_dir_is_one_line(workdir, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(["run", "data.data_dir=nowhere"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: data folder 'nowhere' lacks") and "\n" not in err
+    assert "kaggle competitions download" in err and "python -m src.data semeval" in err
