@@ -44,7 +44,8 @@ class TfidfConfig:
     max_features: int = 200_000  # per vectorizer
     sublinear_tf: bool = True
     lowercase: bool = True
-    C: float = 1.0
+    classifier: str = "logreg"  # logreg | svc (linear SVM, sigmoid-calibrated) | sgd | cnb (complement naive Bayes)
+    C: float = 1.0  # logreg/svc regularization; sgd: alpha = 1 / (C * rows); cnb: alpha = 1 / C
     class_weight: str = "balanced"  # balanced | none
     grid_search: bool = False  # GridSearchCV over grid_C x grid_word_ngram, scored by macro-F1
     grid_C: list[float] = field(default_factory=lambda: [0.3, 1.0, 3.0])

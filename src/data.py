@@ -92,7 +92,7 @@ def _check_labels(df: pd.DataFrame, id_col: str, labels: list[str], name: str) -
         vals = pd.to_numeric(df[lab], errors="coerce")
         bad = vals.isna() | ~vals.isin([0, 1])
         if bad.any():
-            shown = sorted(set(df.loc[bad, lab].astype(str).replace("nan", "NaN")))[:3]
+            shown = sorted({"NaN" if pd.isna(v) else str(v) for v in df.loc[bad, lab]})[:3]
             raise UserError(
                 f"{name} label '{lab}' must be 0/1, got {', '.join(shown)} for ids {_first_ids(df.loc[bad, id_col])}"
             )

@@ -85,3 +85,40 @@ def write_all(report_dir: Path, Y, probs, P, table: pd.DataFrame, labels: list[s
         confusion_matrices(Y, P, labels, report_dir / "confusion.png"),
         f1_bars(table, report_dir / "f1_per_label.png"),
     ]
+
+
+def checkpoint_curves(tables: dict[int, pd.DataFrame], selected: dict[int, int], path: Path) -> Path:
+    """Val loss and macro-F1 (tuned, and at 0.5 dashed) over steps, one line per fold; selected steps circled."""
+    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, (k, t) in enumerate(sorted(tables.items())):
+        color = plt.cm.tab10(i % 10)
+        ax_loss.plot(t["step"], t["val_loss"], marker=".", color=color, label=f"fold {k}")
+        ax_f1.plot(t["step"], t["f1_tuned"], marker=".", color=color, label=f"fold {k}")
+        ax_f1.plot(t["step"], t["f1_at_0.5"], ls="--", lw=0.8, color=color)
+        sel = t[t["step"] == selected.get(k)]
+        ax_loss.scatter(sel["step"], sel["val_loss"], s=90, facecolors="none", edgecolors=color, lw=1.5)
+        ax_f1.scatter(sel["step"], sel["f1_tuned"], s=90, facecolors="none", edgecolors=color, lw=1.5)
+    ax_loss.set(xlabel="step", ylabel="val loss", title="Validation loss")
+    ax_f1.set(xlabel="step", ylabel="macro-F1", title="Macro-F1 (tuned thresholds; dashed: at 0.5)")
+    ax_f1.legend(fontsize=7, ncol=2)
+    fig.suptitle("Checkpoints per fold (circled: selected)")
+    return _save(fig, path)
+
+
+def f1_comparison(per_label_f1: dict[str, pd.Series], path: Path, title: str = "Per-label OOF F1") -> Path:
+    """Grouped bars of per-label F1 for several runs (e.g. blend members and the blend)."""
+    names = list(per_label_f1)
+    labels = list(per_label_f1[names[0]].index)
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(max(7, 0.7 * len(labels) * max(1, len(names) / 2)), 3.8))
+    x = np.arange(len(labels))
+    for i, name in enumerate(names):
+        f1 = per_label_f1[name].reindex(labels)
+        ax.bar(x + (i - (len(names) - 1) / 2) * width, f1, width, label=f"{name} ({f1.mean():.3f})")
+    ax.set_xticks(x, labels)
+    plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("F1")
+    ax.set_title(title)
+    ax.legend(fontsize=7, title="run (macro-F1)", title_fontsize=7)
+    return _save(fig, path)

@@ -40,3 +40,15 @@ def test_cli_bad_data_dir_is_one_line(workdir, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: data folder 'nowhere' lacks") and "\n" not in err
     assert "kaggle competitions download" in err and "python -m src.data semeval" in err
+
+
+def test_tfidf_grid_search_reaches_the_model(comp_dir):
+    from src.config import TfidfConfig
+    from src.models.tfidf import fit
+    from synth import make_frame
+
+    df = make_frame(120)
+    cfg = TfidfConfig(min_df=1, grid_search=True, grid_C=[0.01, 10.0], grid_word_ngram=[[1, 1]], grid_cv=2)
+    model = fit(cfg, df["Tweet"].tolist(), df[["anger", "joy", "fear", "trust"]].to_numpy())
+    assert model.get_params()["clf__estimator__C"] == 10.0  # keyword data: weak regularization wins
+    assert model.get_params()["features__word__ngram_range"] == (1, 1)

@@ -8,7 +8,7 @@ from src.errors import UserError
 
 FAMILIES = {
     "tfidf": "src.models.tfidf",
-    "transformer": "src.models.transformer",
+    "transformer": "src.predict",  # train_folds -> select -> predict (model code: src/models/transformer.py)
 }
 
 

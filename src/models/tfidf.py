@@ -1,17 +1,22 @@
-"""The classical baseline: word + char TF-IDF -> one-vs-rest logistic regression, fitted per fold."""
+"""The classical baselines: word + char TF-IDF -> one-vs-rest logistic regression (or `tfidf.classifier`:
+a sigmoid-calibrated linear SVM or complement naive Bayes), fitted per fold."""
 
 from __future__ import annotations
 
 import numpy as np
 from joblib import Parallel, delayed
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.multiclass import OneVsRestClassifier
+from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import FeatureUnion, Pipeline
+from sklearn.svm import LinearSVC
 from tqdm.auto import tqdm
 
 from src.config import Config, TfidfConfig
+from src.errors import UserError
 from src.folds import folds_for_run
 from src.rundir import write_fold_outputs
 
@@ -24,16 +29,31 @@ def build(cfg: TfidfConfig) -> Pipeline:
                                  token_pattern=r"(?u)[#@]?\b\w+\b", **common)),
         ("char", TfidfVectorizer(analyzer=cfg.char_analyzer, ngram_range=tuple(cfg.char_ngram), **common)),
     ])
+    return Pipeline([("features", features), ("clf", OneVsRestClassifier(classifier(cfg)))])
+
+
+C_PARAM = {"logreg": "C", "svc": "estimator__C", "cnb": None}  # classifier -> its parameter that grid_C sets
+
+
+def classifier(cfg: TfidfConfig):
+    """The per-label binary classifier named by `tfidf.classifier` (every option gives probabilities)."""
     weight = None if cfg.class_weight == "none" else cfg.class_weight
-    clf = OneVsRestClassifier(LogisticRegression(C=cfg.C, class_weight=weight, solver="liblinear"))
-    return Pipeline([("features", features), ("clf", clf)])
+    if cfg.classifier == "logreg":
+        return LogisticRegression(C=cfg.C, class_weight=weight, solver="liblinear")
+    if cfg.classifier == "svc":  # hinge loss; Platt-scaled on 3 inner folds for probabilities
+        return CalibratedClassifierCV(LinearSVC(C=cfg.C, class_weight=weight), method="sigmoid", cv=3)
+    if cfg.classifier == "cnb":
+        return ComplementNB(alpha=1.0 / cfg.C)
+    raise UserError(f"tfidf.classifier must be one of {', '.join(C_PARAM)}, got {cfg.classifier!r}")
 
 
 def fit(cfg: TfidfConfig, texts: list[str], Y: np.ndarray):
     """Fit on training texts; with grid_search, pick C and the word n-gram range by macro-F1 (inner CV)."""
     model = build(cfg)
     if cfg.grid_search:
-        grid = {"clf__estimator__C": cfg.grid_C,
+        if C_PARAM.get(cfg.classifier) is None:
+            raise UserError(f"tfidf.grid_search supports classifier {', '.join(k for k, v in C_PARAM.items() if v)}")
+        grid = {f"clf__estimator__{C_PARAM[cfg.classifier]}": cfg.grid_C,
                 "features__word__ngram_range": [tuple(r) for r in cfg.grid_word_ngram]}
         search = GridSearchCV(model, grid, scoring="f1_macro", cv=cfg.grid_cv, n_jobs=1)
         search.fit(texts, Y)
@@ -49,6 +69,7 @@ def _fold(cfg: TfidfConfig, k: int, train_texts, Y, test_texts, fold: np.ndarray
 
 def run(cfg: Config, comp, folds, rd) -> None:
     """Fit each fold on its training rows, write OOF and fold-averaged test probabilities."""
+    classifier(cfg.tfidf)  # a bad tfidf.classifier fails here, not inside a worker
     fold = folds["fold"].to_numpy()
     run_folds = folds_for_run(cfg)
     jobs = (delayed(_fold)(cfg.tfidf, k, comp.train_texts, comp.Y, comp.test_texts, fold) for k in run_folds)

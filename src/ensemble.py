@@ -1,0 +1,235 @@
+"""Blend finished runs: weights on the simplex that maximize OOF macro-F1 after per-label thresholds.
+
+    python -m src.ensemble tfidf tfidf_svc --out blend [--method prob|rank] [--trials 200] [key=value ...]
+
+Members are run directories `checkpoints/<exp>/` with a complete oof.csv (every train id once), test.csv and
+config.yaml, all built on the same fold file (checked on the fold column of oof.csv and on the fold file each
+member's config names). `prob` averages probabilities; `rank` averages per-label percentiles (a member's test
+values are placed within its own OOF values, so OOF-tuned thresholds carry over to test).
+
+Search: uniform weights, each member alone and `trials` Dirichlet draws, then pairwise moves of weight between
+members with shrinking steps; deterministic given `--seed`. Weights and thresholds fitted on the same OOF are
+optimistic, so a nested estimate is also reported: for each fold, weights and thresholds are fitted on the other
+folds' rows and applied to its rows (members get the same treatment for their thresholds).
+
+The blend is a run directory `checkpoints/<out>/` (oof.csv, test.csv, config.yaml with the members and weights
+under `extra.ensemble`) finalized by the spine: thresholds, metrics.json, per_label.csv, report, submission.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from itertools import permutations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from src import metrics, report, thresholds
+from src.config import Config, ThresholdConfig, dump_config, load_config
+from src.data import Competition, load_competition
+from src.errors import UserError, cli
+from src.fileio import write_json, write_text
+from src.folds import ensure_folds
+from src.rundir import RunDir, read_probs, write_probs
+
+METHODS = ("prob", "rank")
+STEPS = (0.2, 0.1, 0.05, 0.02, 0.01)
+
+
+@dataclass
+class Member:
+    name: str
+    oof: np.ndarray  # [train rows in train.csv order, labels]
+    test: np.ndarray  # [test rows in test.csv order, labels]
+
+
+def fold_file_name(cfg: Config) -> str:
+    """The fold file a run's config names (as src.folds.fold_path builds it)."""
+    data_name = cfg.data.name or Path(cfg.data.data_dir).resolve().name
+    return f"{data_name}_k{cfg.folds.n_folds}_s{cfg.folds.seed}.csv"
+
+
+def load_member(name: str, checkpoints_dir: str, comp: Competition, folds: pd.DataFrame, fold_file: str) -> Member:
+    """A finished run's OOF and test probabilities, refused unless complete and on the blend's folds."""
+    rd = RunDir(Path(checkpoints_dir) / name, Path("."))
+    if not rd.config.is_file():
+        raise UserError(f"{rd.root} has no config.yaml: is '{name}' a finished run?")
+    member_file = fold_file_name(load_config(rd.config))
+    if member_file != fold_file:
+        raise UserError(f"member '{name}' was built on fold file {member_file}, the blend uses {fold_file}")
+    oof = read_probs(rd.oof, comp.labels)
+    ids = oof["id"]
+    if ids.duplicated().any() or set(ids) != set(comp.train_ids):
+        raise UserError(f"member '{name}' has incomplete OOF: {ids.nunique()} distinct of {len(comp.train)} train "
+                        f"ids in {rd.oof}; finish its folds first")
+    if "fold" not in oof.columns:
+        raise UserError(f"{rd.oof} has no fold column: cannot check it was built on the blend's folds")
+    oof = oof.set_index("id").loc[comp.train_ids]
+    if not (oof["fold"].to_numpy() == folds["fold"].to_numpy()).all():
+        raise UserError(f"member '{name}' was built on other folds: its oof.csv fold column differs from {fold_file}")
+    test = read_probs(rd.test, comp.labels)
+    if test["id"].duplicated().any() or set(test["id"]) != set(comp.test_ids):
+        raise UserError(f"{rd.test} does not hold exactly test.csv's ids")
+    test = test.set_index("id").loc[comp.test_ids]
+    return Member(name, oof[comp.labels].to_numpy(np.float64), test[comp.labels].to_numpy(np.float64))
+
+
+def percentiles(ref: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Per column, the mid-rank percentile of x's values within ref's values (ties share their mean rank)."""
+    out = np.empty_like(x, dtype=np.float64)
+    for j in range(ref.shape[1]):
+        r = np.sort(ref[:, j])
+        out[:, j] = (np.searchsorted(r, x[:, j], "left") + np.searchsorted(r, x[:, j], "right")) / (2 * len(r))
+    return out
+
+
+def transform(members: list[Member], method: str) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked member inputs [members, rows, labels] for OOF and test, on the blend's scale."""
+    if method not in METHODS:
+        raise UserError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "prob":
+        return np.stack([m.oof for m in members]), np.stack([m.test for m in members])
+    return (np.stack([percentiles(m.oof, m.oof) for m in members]),
+            np.stack([percentiles(m.oof, m.test) for m in members]))
+
+
+def per_label_f1(Y: np.ndarray, probs: np.ndarray, tc: ThresholdConfig) -> np.ndarray:
+    """Per-label F1 after thresholds tuned on the same rows (what finalize reports)."""
+    th = thresholds.tune(Y, probs, tc)
+    return metrics.f1_per_label(Y, thresholds.apply(probs, th, tc.min_one))
+
+
+def score(Y: np.ndarray, probs: np.ndarray, tc: ThresholdConfig) -> float:
+    """OOF macro-F1 after thresholds tuned on the same rows."""
+    return float(per_label_f1(Y, probs, tc).mean())
+
+
+def optimize(X: np.ndarray, Y: np.ndarray, tc: ThresholdConfig, trials: int = 200,
+             seed: int = 0) -> tuple[np.ndarray, float]:
+    """Weights (non-negative, sum 1) over X's members maximizing `score`; returns (weights, score)."""
+    n = len(X)
+    blend = lambda w: np.tensordot(w, X, axes=1)
+    rng = np.random.default_rng(seed)
+    candidates = [np.full(n, 1 / n), *np.eye(n), *rng.dirichlet(np.ones(n), size=trials if n > 1 else 0)]
+    scores = [score(Y, blend(w), tc) for w in candidates]
+    i = int(np.argmax(scores))
+    w, best = candidates[i].copy(), scores[i]
+    for step in STEPS:  # move `step` of weight from one member to another while that helps
+        improved = True
+        while improved:
+            improved = False
+            for a, b in permutations(range(n), 2):
+                d = min(step, w[a])
+                if d <= 0:
+                    continue
+                trial = w.copy()
+                trial[a] -= d
+                trial[b] += d
+                s = score(Y, blend(trial), tc)
+                if s > best + 1e-12:
+                    w, best, improved = trial, s, True
+    return w, best
+
+
+def nested(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, tc: ThresholdConfig, trials: int,
+           seed: int) -> tuple[float, list[float]]:
+    """Macro-F1 when each fold's rows get weights and thresholds fitted on the other folds only.
+
+    Returns (blend, [each member with thresholds fitted on the other folds])."""
+    P_blend = np.zeros_like(Y)
+    P_members = [np.zeros_like(Y) for _ in X]
+    for k in tqdm(np.unique(fold), desc="nested estimate", unit="fold"):
+        fit, held = fold != k, fold == k
+        w, _ = optimize(X[:, fit], Y[fit], tc, trials, seed)
+        b_fit, b_held = np.tensordot(w, X[:, fit], axes=1), np.tensordot(w, X[:, held], axes=1)
+        P_blend[held] = thresholds.apply(b_held, thresholds.tune(Y[fit], b_fit, tc), tc.min_one)
+        for m, P in enumerate(P_members):
+            P[held] = thresholds.apply(X[m, held], thresholds.tune(Y[fit], X[m, fit], tc), tc.min_one)
+    return metrics.macro_f1(Y, P_blend), [metrics.macro_f1(Y, P) for P in P_members]
+
+
+def blend(names: list[str], out: str, overrides: list[str] | None = None, method: str = "prob",
+          trials: int = 200, seed: int = 0, with_nested: bool = True) -> dict:
+    """Blend the named runs into the run `out`; returns its metrics (with an `ensemble` section)."""
+    from src.pipeline import finalize
+
+    t0 = time.time()
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise UserError(f"give at least two distinct runs to blend, got {names}")
+    if out in names:
+        raise UserError(f"--out '{out}' is one of the members; choose a new name")
+    base = load_config(None, ["exp=" + names[0], *(overrides or [])])
+    first = Path(base.output.checkpoints_dir) / names[0] / "config.yaml"
+    if not first.is_file():
+        raise UserError(f"{first.parent} has no config.yaml: is '{names[0]}' a finished run?")
+    cfg = load_config(first, [*(overrides or []), f"exp={out}"])
+    comp = load_competition(cfg.data)
+    folds, fold_path = ensure_folds(cfg, comp, verbose=False)
+    members = [load_member(n, cfg.output.checkpoints_dir, comp, folds, fold_file_name(cfg)) for n in names]
+    Y, fold, tc = comp.Y, folds["fold"].to_numpy(), cfg.thresholds
+    X, X_test = transform(members, method)
+
+    w, best = optimize(X, Y, tc, trials, seed)
+    member_f1 = [score(Y, x, tc) for x in X]
+    info = {"method": method, "trials": trials, "seed": seed, "fold_file": str(fold_path),
+            "members": {n: {"weight": round(float(wi), 4), "oof_macro_f1": round(f, 6)}
+                        for n, wi, f in zip(names, w, member_f1)},
+            "oof_macro_f1": round(best, 6),
+            "note": "in-sample: weights and thresholds are both fitted on this OOF (optimistic)"}
+    if with_nested:
+        nb, nm = nested(X, Y, fold, tc, trials, seed)
+        info["nested_macro_f1"] = round(nb, 6)
+        for n, v in zip(names, nm):
+            info["members"][n]["nested_macro_f1"] = round(v, 6)
+
+    cfg.model_type = "ensemble"
+    cfg.extra = {"ensemble": {"members": list(names), "method": method,
+                              "weights": {n: float(wi) for n, wi in zip(names, w)}, "trials": trials, "seed": seed}}
+    rd = RunDir.of(cfg)
+    write_text(rd.config, dump_config(cfg))
+    write_probs(rd.oof, comp.train_ids, np.tensordot(w, X, axes=1), comp.labels, fold)
+    write_probs(rd.test, comp.test_ids, np.tensordot(w, X_test, axes=1), comp.labels)
+    result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
+    result["ensemble"] = info
+    write_json(rd.metrics, result)
+    if cfg.output.plots:
+        f1s = {n: pd.Series(per_label_f1(Y, x, tc), index=comp.labels) for n, x in zip(names, X)}
+        report.f1_comparison({**f1s, out: pd.Series(result["per_label_f1"])}, rd.report / "blend_f1.png",
+                             "Per-label OOF F1 (tuned thresholds): members and blend")
+
+    print(f"\n[{out}] {method} blend of {len(names)} runs (OOF macro-F1 after per-label thresholds):")
+    nest = "nested" if with_nested else ""
+    print(f"  {'run':<24}{'weight':>8}{'OOF':>9}{nest:>9}")
+    for n in names:
+        m = info["members"][n]
+        print(f"  {n:<24}{m['weight']:>8.3f}{m['oof_macro_f1']:>9.4f}"
+              + (f"{m['nested_macro_f1']:>9.4f}" if with_nested else ""))
+    print(f"  {out:<24}{1:>8.3f}{best:>9.4f}" + (f"{info['nested_macro_f1']:>9.4f}" if with_nested else ""))
+    if with_nested:
+        print("  OOF: weights and thresholds fitted on all OOF rows (optimistic); nested: fitted on the other "
+              "folds for each fold's rows")
+    return result
+
+
+@cli
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m src.ensemble", description="Blend runs on OOF macro-F1.")
+    p.add_argument("runs", nargs="+", help="experiment names under checkpoints/, then optional key=value overrides "
+                                           "(e.g. data.data_dir=... thresholds.min_one=true)")
+    p.add_argument("--out", required=True, help="name of the blend run (checkpoints/<out>/, submissions/<out>.csv)")
+    p.add_argument("--method", choices=METHODS, default="prob", help="average probabilities or per-label ranks")
+    p.add_argument("--trials", type=int, default=200, help="random Dirichlet weight draws before refinement")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-nested", action="store_true", help="skip the fold-wise (nested) estimate")
+    a = p.parse_args(argv)
+    names = [r for r in a.runs if "=" not in r]
+    overrides = [r for r in a.runs if "=" in r]
+    return blend(names, a.out, overrides, a.method, a.trials, a.seed, not a.no_nested)
+
+
+if __name__ == "__main__":
+    main()

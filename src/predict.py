@@ -1,0 +1,162 @@
+"""OOF and test probabilities from the selected checkpoints, then thresholds and the submission.
+
+    python -m src.predict --config configs/X.yaml [key=value ...]
+
+For every fold of the run (`folds.run`, default all) the checkpoint named in `selection.yaml` gives
+- the OOF rows: its `valid_probs.npy` (saved at evaluation time: no second pass over the held-out rows);
+- test probabilities: the fold model loaded and run over test.csv, cached as `fold<k>/step<N>/test_probs.npy`
+  with `test_probs.json` holding the key (test ids+texts, labels, max_length, text prefix); a changed selection
+  or test.csv recomputes only the folds whose key no longer matches.
+oof.csv and the fold-averaged test.csv go through `write_fold_outputs`, thresholds and the submission through
+`pipeline.finalize`. This module is also the transformer family: `run` = train every fold -> select -> predict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from src import checkpoints
+from src.config import Config, dump_config, load_config
+from src.data import Competition, load_competition
+from src.errors import UserError, cli
+from src.fileio import atomic_path, write_json, write_text
+from src.folds import ensure_folds, folds_for_run
+from src.rundir import RunDir, write_fold_outputs
+
+# (cfg, step_dir, labels, texts) -> probabilities [len(texts), len(labels)]
+Predictor = Callable[[Config, Path, list[str], list[str]], np.ndarray]
+
+
+def predict_checkpoint(cfg: Config, step_dir: Path, labels: list[str], texts: list[str]) -> np.ndarray:
+    """Load one fold's checkpoint and return its sigmoid probabilities for `texts` (then free the model)."""
+    import torch
+
+    from src.models.transformer import load_checkpoint, predict_probs
+
+    model, tokenizer = load_checkpoint(cfg, step_dir, labels)
+    try:
+        return predict_probs(model, tokenizer, texts, cfg)
+    finally:
+        del model
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def test_key(cfg: Config, comp: Competition) -> dict:
+    """What a cached test_probs.npy depends on besides the checkpoint itself."""
+    h = hashlib.sha1()
+    for i, t in zip(comp.test_ids, comp.test_texts):
+        h.update(f"{i}\t{t}\n".encode())
+    return {"test_sha1": h.hexdigest(), "labels": list(comp.labels), "max_length": cfg.model.max_length,
+            "text_prefix": cfg.model.text_prefix}
+
+
+def _cached_test_probs(step_dir: Path, key: dict, n_rows: int, n_labels: int) -> np.ndarray | None:
+    npy, meta = step_dir / "test_probs.npy", step_dir / "test_probs.json"
+    if not (npy.is_file() and meta.is_file()):
+        return None
+    try:
+        if json.loads(meta.read_text(encoding="utf-8")) != key:
+            return None
+        probs = np.load(npy)
+    except (ValueError, OSError):
+        return None
+    return probs if probs.shape == (n_rows, n_labels) else None
+
+
+def _valid_probs(rd: RunDir, k: int, step: int, n_rows: int, n_labels: int) -> np.ndarray:
+    path = rd.step(k, step) / "valid_probs.npy"
+    if not path.is_file():
+        raise UserError(f"{path} is missing: fold {k} step {step} cannot give OOF probabilities")
+    probs = np.load(path)
+    if probs.shape != (n_rows, n_labels):
+        raise UserError(f"{path} has shape {probs.shape}, fold {k} has {n_rows} held-out rows x {n_labels} labels "
+                        "(was it trained with another fold file?)")
+    return probs.astype(np.float64)
+
+
+def selected_steps(cfg: Config, rd: RunDir) -> dict[int, int]:
+    """{fold: step} for the run's folds from selection.yaml; folds without an entry get the rule's pick."""
+    run_folds = folds_for_run(cfg)
+    not_done = [k for k in run_folds if not checkpoints.fold_done(rd, k)]
+    if not_done:
+        raise UserError(f"folds {not_done} of {rd.root} have not finished training (no done.json); train them "
+                        f"(python -m src.train --config ...) or set folds.run to the finished folds")
+    saved = checkpoints.read_selection(rd)
+    missing = [k for k in run_folds if k not in saved]
+    if missing:
+        rule, tolerance = checkpoints.saved_rule(rd)
+        checkpoints.select(cfg, rd, rule=rule, tolerance=tolerance, folds=missing)
+        saved = checkpoints.read_selection(rd)
+    return {k: int(saved[k]["step"]) for k in run_folds}
+
+
+def predict(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir,
+            predictor: Predictor | None = None) -> dict[int, int]:
+    """Write oof.csv and test.csv from the selected checkpoints; returns {fold: step} used."""
+    predictor = predictor or predict_checkpoint
+    steps = selected_steps(cfg, rd)
+    fold = folds["fold"].to_numpy()
+    key, n_labels, texts = test_key(cfg, comp), len(comp.labels), comp.test_texts
+    per_fold, computed = {}, []
+    for k, step in tqdm(steps.items(), desc="test predictions", unit="fold"):
+        step_dir = rd.step(k, step)
+        valid = _valid_probs(rd, k, step, int((fold == k).sum()), n_labels)
+        test = _cached_test_probs(step_dir, key, len(texts), n_labels)
+        if test is None:
+            test = np.asarray(predictor(cfg, step_dir, comp.labels, texts), dtype=np.float32)
+            if test.shape != (len(texts), n_labels):
+                raise ValueError(f"predictor returned shape {test.shape} for {len(texts)} texts x {n_labels} labels")
+            with atomic_path(step_dir / "test_probs.npy") as tmp, open(tmp, "wb") as f:
+                np.save(f, test)
+            write_json(step_dir / "test_probs.json", key)
+            computed.append(k)
+        per_fold[k] = (valid, test.astype(np.float64))
+    write_fold_outputs(rd, comp, folds, per_fold)
+    cached = [k for k in steps if k not in computed]
+    print(f"[{cfg.exp}] checkpoints {', '.join(f'fold{k}/step{s}' for k, s in steps.items())}; test probabilities "
+          f"computed for folds {computed or 'none'}, cached for {cached or 'none'}")
+    return steps
+
+
+def run(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir) -> None:
+    """The transformer family: train every fold (resuming), select checkpoints by the config's rule, predict."""
+    from src.train import train_folds
+
+    train_folds(cfg, comp, folds, rd)
+    checkpoints.select(cfg, rd, folds=folds_for_run(cfg))
+    predict(cfg, comp, folds, rd)
+
+
+@cli
+def main(argv: list[str] | None = None) -> dict:
+    from src.pipeline import finalize
+
+    p = argparse.ArgumentParser(prog="python -m src.predict", description="Predict from selected checkpoints.")
+    p.add_argument("--config", required=True)
+    p.add_argument("overrides", nargs="*", help="key=value config overrides")
+    a = p.parse_args(argv)
+    t0 = time.time()
+    cfg = load_config(a.config, a.overrides)
+    comp = load_competition(cfg.data)
+    folds, _ = ensure_folds(cfg, comp)
+    rd = RunDir.of(cfg)
+    if not rd.config.is_file():
+        write_text(rd.config, dump_config(cfg))
+    predict(cfg, comp, folds, rd)
+    return finalize(cfg, comp, folds, wall_s=time.time() - t0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from src import submission
+from src.errors import UserError
+
+
+@pytest.fixture
+def sample():
+    return pd.DataFrame({"ID": ["b", "a", "c"], "x": 0, "y": 0})
+
+
+def test_build_orders_like_sample(sample, tmp_path):
+    sub = submission.build(["a", "b", "c"], np.array([[1, 0], [0, 1], [1, 1]]), sample)
+    assert sub["ID"].tolist() == ["b", "a", "c"] and sub["x"].tolist() == [0, 1, 1]
+    path = submission.write(sub, sample, tmp_path / "s.csv")
+    assert pd.read_csv(path).equals(sub)
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (lambda s: s.drop(columns="y"), "columns"),
+    (lambda s: s[["ID", "y", "x"]], "columns"),
+    (lambda s: s.iloc[:2], "rows"),
+    (lambda s: s.iloc[[1, 0, 2]], "order"),
+    (lambda s: s.assign(x=[0, 2, 1]), "0 or 1"),
+    (lambda s: s.assign(x=[0, np.nan, 1]), "0 or 1"),
+])
+def test_validate_rejects(sample, bad, msg, tmp_path):
+    good = submission.build(["b", "a", "c"], np.ones((3, 2)), sample)
+    with pytest.raises(UserError, match=msg):
+        submission.write(bad(good), sample, tmp_path / "s.csv")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_missing_ids(sample):
+    with pytest.raises(UserError, match="lack 1 test ids"):
+        submission.build(["a", "b"], np.ones((2, 2)), sample)
