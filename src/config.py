@@ -76,7 +76,9 @@ class LoraConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    # empty = attention + MLP projections of the architecture (src/models/transformer.py DEFAULT_TARGETS);
+    # or module-name suffixes, or ["all-linear"]
+    target_modules: list[str] = field(default_factory=list)
     bias: str = "none"
     modules_to_save: list[str] = field(default_factory=list)  # default: the classification head
 
@@ -109,7 +111,6 @@ class TrainConfig:
     keep_metric: str = "f1_tuned"  # metric for keep_top_k (higher is better; val_loss: lower)
     group_by_length: bool = True
     seed: int = 42  # fold k uses seed + k
-    num_workers: int = 0
     report_to: str = "none"  # none | wandb
     log_every: int = 10
 
@@ -125,6 +126,52 @@ class ThresholdConfig:
     mode: str = "per_label"  # per_label | global | fixed
     fixed: float = 0.5
     min_one: bool = False  # every row gets at least its top label
+
+
+@dataclass
+class LLMConfig:
+    """Label probabilities read from a causal LM (model_type llm / llm_finetune; the LM is model.name_or_path).
+
+    Templates use {text}, {labels} (the label words joined by `separator`), {none} and, in unary prompts, {label}.
+    """
+
+    prompt: str = "multi"  # multi: list the labels, read every label step of the answer | unary: yes/no per label
+    method: str = "max"  # multi prompt, what goes to oof.csv: max | first | mean over label steps | parsed (text)
+    system: str = "You are an expert annotator of emotions in short texts."  # "" = no system message
+    multi_template: str = (
+        "Which of these emotions does the text express: {labels}? Answer with the emotions that apply, "
+        "separated by commas, or {none} if none apply.\n\nText: {text}"
+    )
+    unary_template: str = "Text: {text}\n\nAnswer yes or no. Does this text express {label}?"
+    label_names: list[str] = field(default_factory=list)  # words for the label columns in prompts; default: columns
+    separator: str = ", "
+    none_answer: str = "none"  # multi: the answer for rows without labels, a candidate at every step; "" = none
+    yes_words: list[str] = field(default_factory=lambda: ["Yes", "yes"])  # unary: P(yes) sums these
+    no_words: list[str] = field(default_factory=lambda: ["No", "no"])
+    chat_template: bool = True  # use the tokenizer's chat template when it has one (false: plain "Answer:")
+    n_shots: int = 0  # few-shot examples drawn from the fold's training rows (test rows: from all train rows)
+    max_new_tokens: int = 32  # multi: greedy answer length
+    max_steps: int = 0  # multi: label steps read per row; 0 = number of labels
+    max_train_rows: int = 0  # >0: score this many train rows (fixed seeded choice): partial OOF, no submission
+    max_test_rows: int = 0  # >0: score this many test rows; 0 = all; -1 = none
+    batch_size: int = 8  # rows per generation batch
+    kv_cache: bool = True  # reuse the key/value cache of shared prompt prefixes
+
+
+@dataclass
+class ProbeConfig:
+    """A linear (or small MLP) probe on frozen hidden states of model.name_or_path (model_type probe)."""
+
+    layer: int = -1  # hidden_states index: 0 = embeddings, -1 = last layer
+    pooling: str = "mean"  # mean | last (last non-pad token, for decoders) | cls (first token)
+    classifier: str = "logreg"  # logreg | mlp
+    C: float = 1.0  # logreg inverse regularization
+    class_weight: str = "balanced"  # logreg: balanced | none
+    hidden: int = 256  # mlp hidden units
+    max_iter: int = 1000
+    batch_size: int = 64  # feature extraction batch
+    cache_dir: str = "checkpoints/_features"  # features cached by model, layer, pooling, max_length, texts
+    n_jobs: int = 2  # folds fitted in parallel
 
 
 @dataclass
@@ -146,6 +193,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     select: SelectConfig = field(default_factory=SelectConfig)
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form section for model families' own options
 
@@ -180,6 +229,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp is str:
+        if isinstance(value, bool):  # YAML 1.1 reads no/yes/off/on as booleans: `precision: no` means "no"
+            return "yes" if value else "no"
         return "" if value is None else str(value)
     try:
         return tp(value)
@@ -244,6 +295,27 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if not cfg.exp:
         cfg.exp = cfg.model_type
     return cfg
+
+
+def load_saved_sections(path: str | Path, sections: list[str], overrides: list[str] | None = None) -> Config:
+    """Defaults with `sections` taken from a run's saved config.yaml, then overrides.
+
+    For reading a finished run (checkpoints, blends): keys this version no longer has are skipped, so a run
+    saved by an older version stays readable.
+    """
+    p = Path(path)
+    try:
+        saved = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot read the run config {p}: {str(e).splitlines()[0]}") from None
+    tree = to_dict(Config())
+    for sec in sections:
+        values = saved.get(sec) if isinstance(saved, dict) else None
+        if isinstance(tree[sec], dict) and isinstance(values, dict):
+            tree[sec].update({k: v for k, v in values.items() if k in tree[sec]})
+        elif values is not None:
+            tree[sec] = values
+    return apply_overrides(_build(Config, tree), overrides or [])
 
 
 def to_dict(cfg: Config) -> dict:

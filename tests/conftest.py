@@ -20,3 +20,20 @@ def workdir(tmp_path, monkeypatch):
     """Run inside a temp folder so folds/, checkpoints/ and submissions/ land there."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest single-threaded, and the CI/dev machines are small and shared."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    """A folder for tiny random models, shared by one test module."""
+    return tmp_path_factory.mktemp("tiny-models")

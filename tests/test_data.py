@@ -115,3 +115,10 @@ def test_config_overrides_and_unknown_keys(tmp_path):
     p.write_text("tfidf:\n  bogus: 1\n")
     with pytest.raises(UserError, match="unknown config key 'tfidf.bogus'"):
         load_config(p)
+
+
+def test_yaml_booleans_in_string_fields(tmp_path):
+    p = tmp_path / "x.yaml"
+    p.write_text("train:\n  precision: no\n")
+    assert load_config(p).train.precision == "no"
+    assert load_config(p, ["train.precision=no"]).train.precision == "no"

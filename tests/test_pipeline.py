@@ -43,9 +43,10 @@ def test_cli_bad_data_dir_is_one_line(workdir, capsys):
 
 
 def test_tfidf_grid_search_reaches_the_model(comp_dir):
+    from synth import make_frame
+
     from src.config import TfidfConfig
     from src.models.tfidf import fit
-    from synth import make_frame
 
     df = make_frame(120)
     cfg = TfidfConfig(min_df=1, grid_search=True, grid_C=[0.01, 10.0], grid_word_ngram=[[1, 1]], grid_cv=2)

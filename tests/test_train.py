@@ -1,0 +1,218 @@
+"""The per-fold training loop on tiny random models and synthetic data: learning, a checkpoint per evaluation, exact
+LoRA reload, resume after an interruption, keep-top-K, the CLI's --folds, and a 2-process accelerate run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from test_transformer import make_tiny
+
+from src.config import load_config
+from src.data import load_competition
+from src.errors import UserError
+from src.folds import ensure_folds
+from src.models import transformer as tm
+from src.rundir import RunDir
+from src.train import epoch_batches, lr_factor, main, param_groups, train_folds
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[1]
+CONTRACT_KEYS = {"fold", "step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned", "per_label_f1",
+                 "per_label_f1_at_0.5", "lr", "elapsed_s"}
+
+
+def overrides(comp_dir: Path, model: Path, exp: str, *extra: str) -> list[str]:
+    return ["model_type=transformer", f"exp={exp}", f"data.data_dir={comp_dir}", "folds.n_folds=5", "folds.run=[0]",
+            f"model.name_or_path={model}", "train.batch_size=16", "train.lr=5e-3", "train.log_every=5",
+            "output.plots=false", *extra]
+
+
+def setup(cfg):
+    comp = load_competition(cfg.data)
+    folds, _ = ensure_folds(cfg, comp, verbose=False)
+    return comp, folds, RunDir.of(cfg)
+
+
+def history(rd: RunDir, k: int = 0) -> list[dict]:
+    return [json.loads(line) for line in (rd.fold(k) / "history.jsonl").read_text().splitlines()]
+
+
+def steps(rd: RunDir, k: int = 0) -> list[int]:
+    return sorted(int(d.name[4:]) for d in rd.fold(k).glob("step*"))
+
+
+def test_lora_decoder_learns_checkpoints_every_eval_and_reloads_exactly(workdir, comp_dir, tiny_root):
+    cfg = load_config(None, overrides(comp_dir, make_tiny("llama", tiny_root), "lora", "model.method=lora",
+                                      "model.gradient_checkpointing=true", "train.lr=1e-2", "train.epochs=6",
+                                      "train.eval_every=15", "train.head_lr=2e-2"))
+    comp, folds, rd = setup(cfg)
+    train_folds(cfg, comp, folds, rd)
+    evals = [h for h in history(rd) if h.get("event") == "eval"]
+    # 160 training rows / batch 16 = 10 steps per epoch: evaluations every 15 steps and at each epoch end
+    assert [e["step"] for e in evals] == [10, 15, 20, 30, 40, 45, 50, 60] == steps(rd)
+    assert evals[-1]["train_loss"] < 0.6 * evals[0]["train_loss"]
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+    valid_rows = np.flatnonzero(folds["fold"].to_numpy() == 0)
+    texts = [comp.train_texts[i] for i in valid_rows]
+    for step in steps(rd):
+        d = rd.step(0, step)
+        m = json.loads((d / "metrics.json").read_text())
+        assert CONTRACT_KEYS <= set(m) and m["fold"] == 0 and m["step"] == step
+        assert set(m["per_label_f1"]) == set(comp.labels) and 0 <= m["f1_tuned"] <= 1
+        assert m["f1_tuned"] >= m["f1_at_0.5"] - 1e-9  # thresholds tuned on the same rows
+        probs = np.load(d / "valid_probs.npy")
+        assert probs.shape == (40, 4) and probs.dtype == np.float32
+        assert (d / "adapter_model.safetensors").is_file() and not (d / "model.safetensors").exists()
+        assert not (d / "resume.pt").exists()  # dropped once the fold is done
+    assert json.loads((rd.fold(0) / "done.json").read_text())["steps"] == 60
+    # the reloaded adapter + head give the logits the training run saw
+    model, tok = tm.load_checkpoint(cfg, rd.step(0, 60), comp.labels)
+    np.testing.assert_allclose(tm.predict_probs(model, tok, texts, cfg, batch_size=7),
+                               np.load(rd.step(0, 60) / "valid_probs.npy"), atol=1e-5)
+    assert tm.hf_model(model).config.pad_token_id == tok.pad_token_id
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_at(step: int):
+    def callback(record):
+        if record["step"] == step:
+            raise Interrupt
+    return callback
+
+
+def test_resume_after_interruption_continues_exactly(workdir, comp_dir, tiny_root):
+    model = make_tiny("bert", tiny_root)
+    extra = ("train.epochs=3", "train.eval_every=5", "train.grad_accum=2", "train.batch_size=8")
+    straight = load_config(None, overrides(comp_dir, model, "straight", *extra))
+    comp, folds, rd_a = setup(straight)
+    train_folds(straight, comp, folds, rd_a)
+
+    cut = load_config(None, overrides(comp_dir, model, "cut", *extra))
+    rd_b = RunDir.of(cut)
+    with pytest.raises(Interrupt):
+        train_folds(cut, comp, folds, rd_b, callbacks=(stop_at(10),))
+    assert steps(rd_b) == [5, 10] and (rd_b.step(0, 10) / "resume.pt").is_file()
+    assert not (rd_b.step(0, 5) / "resume.pt").exists() and not (rd_b.fold(0) / "done.json").exists()
+    train_folds(cut, comp, folds, rd_b)
+    assert [h["step"] for h in history(rd_b) if h.get("event") in ("start", "resume")] == [0, 10]
+    assert steps(rd_b) == steps(rd_a) == [5, 10, 15, 20, 25, 30]
+    for step in (15, 30):  # after the resume: same optimizer, schedule, data order and dropout as without the cut
+        np.testing.assert_allclose(np.load(rd_b.step(0, step) / "valid_probs.npy"),
+                                   np.load(rd_a.step(0, step) / "valid_probs.npy"), atol=1e-5)
+    a = json.loads((rd_a.step(0, 30) / "metrics.json").read_text())
+    b = json.loads((rd_b.step(0, 30) / "metrics.json").read_text())
+    assert b["val_loss"] == pytest.approx(a["val_loss"], abs=1e-5) and b["lr"] == pytest.approx(a["lr"])
+
+    done = rd_b.fold(0) / "done.json"
+    before = done.stat().st_mtime_ns
+    train_folds(cut, comp, folds, rd_b)  # a finished fold is skipped
+    assert done.stat().st_mtime_ns == before and steps(rd_b) == [5, 10, 15, 20, 25, 30]
+
+
+def test_keep_top_k_never_deletes_the_checkpoint_needed_to_resume(workdir, comp_dir, tiny_root):
+    cfg = load_config(None, overrides(comp_dir, make_tiny("bert", tiny_root), "topk", "train.epochs=3",
+                                      "train.eval_every=5", "train.keep_top_k=1", "train.keep_metric=val_loss"))
+    comp, folds, rd = setup(cfg)
+    with pytest.raises(Interrupt):
+        train_folds(cfg, comp, folds, rd, callbacks=(stop_at(20),))
+    kept = steps(rd)
+    assert 20 in kept and len(kept) <= 2 and (rd.step(0, 20) / "resume.pt").is_file()
+    train_folds(cfg, comp, folds, rd)
+    evals = {h["step"]: h["val_loss"] for h in history(rd) if h.get("event") == "eval"}
+    assert steps(rd) == [min(evals, key=evals.get)]  # the single best by val_loss over every evaluation
+
+
+def test_schedule_param_groups_and_batches(tiny_root):
+    assert [round(lr_factor(s, 10, 2, "linear"), 3) for s in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 0.125]
+    assert lr_factor(2, 10, 2, "cosine") == 1.0 and lr_factor(9, 10, 2, "cosine") < 0.05
+    assert lr_factor(7, 10, 2, "constant") == 1.0
+    cfg = load_config(None, ["model_type=transformer", f"model.name_or_path={make_tiny('bert', tiny_root)}",
+                             "train.lr=1e-3", "train.head_lr=1e-2", "train.layer_lr_decay=0.5"])
+    model, _ = tm.build_model(cfg, ["a", "b"])
+    lr_of = {id(p): g["lr"] for g in param_groups(model, cfg) for p in g["params"]}
+    wd_of = {id(p): g["weight_decay"] for g in param_groups(model, cfg) for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["classifier.weight"])] == 1e-2
+    assert lr_of[id(named["bert.encoder.layer.1.attention.self.query.weight"])] == 1e-3 * 0.5
+    assert lr_of[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == 1e-3 * 0.25
+    assert lr_of[id(named["bert.embeddings.word_embeddings.weight"])] == 1e-3 * 0.125
+    assert wd_of[id(named["bert.embeddings.LayerNorm.weight"])] == 0.0
+    assert wd_of[id(named["bert.encoder.layer.0.attention.self.query.bias"])] == 0.0
+    assert wd_of[id(named["bert.encoder.layer.0.attention.self.query.weight"])] == 0.01
+
+    lengths = np.random.default_rng(0).integers(5, 60, size=103)
+    batches = epoch_batches(lengths, 8, 1, seed=1, by_length=True)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(103))
+    assert lengths[batches[0]].max() == lengths.max()  # the longest batch first (memory errors show at once)
+    pad = lambda bs: sum(len(b) * lengths[b].max() - lengths[b].sum() for b in bs)
+    assert pad(batches) < 0.5 * pad(epoch_batches(lengths, 8, 1, seed=1, by_length=False))
+    two = epoch_batches(lengths, 8, 2, seed=1, by_length=True)
+    assert all(len(b) >= 2 for b in two) and len(np.concatenate(two)) >= 102  # a lone last row is dropped
+
+
+def test_user_errors(workdir, comp_dir, tiny_root):
+    base = overrides(comp_dir, make_tiny("bert", tiny_root), "bad")
+    comp, folds, rd = setup(load_config(None, base))
+    for extra, message in [("train.keep_metric=accuracy", "keep_metric"), ("train.loss=hinge", "train.loss"),
+                           ("train.scheduler=step", "train.scheduler"), ("model.method=adapters", "model.method")]:
+        with pytest.raises(UserError, match=message):
+            train_folds(load_config(None, [*base, extra]), comp, folds, rd)
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        with pytest.raises(UserError, match="pip install wandb"):
+            train_folds(load_config(None, [*base, "train.report_to=wandb"]), comp, folds, rd)
+
+
+def write_config(path: Path, comp_dir: Path, model: Path, exp: str, **train) -> Path:
+    cfg = {"exp": exp, "model_type": "transformer", "data": {"data_dir": str(comp_dir)},
+           "folds": {"n_folds": 5}, "model": {"name_or_path": str(model), "method": "lora"},
+           "train": {"batch_size": 16, "lr": 5e-3, "log_every": 2, **train}}
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_cli_folds_option_reaches_the_run(workdir, comp_dir, tiny_root):
+    config = write_config(workdir / "tiny.yaml", comp_dir, make_tiny("qwen2", tiny_root), "cli", max_steps=3)
+    main(["--config", str(config), "--folds", "1", "train.eval_every=2"])
+    rd = RunDir(workdir / "checkpoints/cli", workdir / "submissions")
+    assert not rd.fold(0).exists() and (rd.fold(1) / "done.json").is_file()
+    assert steps(rd, 1) == [2, 3]
+    assert yaml.safe_load((rd.root / "config.yaml").read_text())["folds"]["run"] == [1]
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(config), "--folds", "0,x"])
+    assert e.value.code == 2
+
+
+@pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None,
+                    reason="accelerate CLI not installed")
+def test_two_process_accelerate_launch(workdir, comp_dir, tiny_root):
+    """DDP over 2 CPU processes (`accelerate launch --multi_gpu` starts them; without CUDA they train on CPU)."""
+    config = write_config(workdir / "ddp.yaml", comp_dir, make_tiny("bert", tiny_root), "ddp", max_steps=4,
+                          eval_every=2, batch_size=8)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "src.train",
+           "--config", str(config), "--folds", "0"]
+    proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = load_config(config)
+    comp, folds, rd = setup(cfg)
+    assert history(rd)[0]["processes"] == 2 and steps(rd) == [2, 4]
+    assert (rd.fold(0) / "done.json").is_file()
+    # the held-out rows scored by the two processes are gathered back into train.csv order
+    texts = [comp.train_texts[i] for i in np.flatnonzero(folds["fold"].to_numpy() == 0)]
+    model, tok = tm.load_checkpoint(cfg, rd.step(0, 4), comp.labels)
+    np.testing.assert_allclose(tm.predict_probs(model, tok, texts, cfg), np.load(rd.step(0, 4) / "valid_probs.npy"),
+                               atol=1e-5)
