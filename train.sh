@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Run one config end to end: folds -> train every fold -> OOF/test -> thresholds -> submissions/<exp>.csv.
+# Run one config end to end: folds -> train every fold -> select checkpoints -> OOF/test -> thresholds ->
+# submissions/<exp>.csv. A rerun resumes: finished folds are skipped, an unfinished fold continues from its newest
+# checkpoint, cached test predictions are reused (so after a pod is preempted, run the same command again).
 #
 #   bash train.sh                                  # TF-IDF baseline on data/ (CPU, ~40 s)
 #   bash train.sh configs/X.yaml [options] [key=value ...]
@@ -7,22 +9,24 @@
 # options: --folds 0-9|0,3   train only these folds   --wandb   log to Weights & Biases (WANDB_API_KEY)
 #          --submit          upload the submission with the Kaggle CLI (KAGGLE_COMPETITION, kaggle.json creds)
 #          --resume          accepted for clarity: a rerun always resumes (finished folds are skipped)
-# env:     DATA_DIR (competition folder, default: the config's data.data_dir), USE_SYSTEM_PYTHON=1 (no .venv)
+# env:     DATA_DIR (competition folder, default: the config's data.data_dir), USE_SYSTEM_PYTHON=1 (no .venv;
+#          PYTHON names the interpreter), NUM_PROCESSES (training processes; default: the visible GPUs; >1 trains
+#          through `accelerate launch`), LOG_DIR (default logs/: one log file per run, also shown on screen)
 set -euo pipefail
 cd "$(dirname "$0")"
 
 CONFIG=configs/tfidf.yaml
 if [ $# -gt 0 ] && [[ "$1" != -* ]] && [[ "$1" != *=* ]]; then CONFIG=$1; shift; fi
-ARGS=() SUBMIT=0
+ARGS=() SUBMIT=0 WANDB=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --folds) spec=$2; shift
       if [[ "$spec" =~ ^([0-9]+)-([0-9]+)$ ]]; then spec=$(seq -s, "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"); fi
       ARGS+=("folds.run=[$spec]") ;;
-    --wandb) ARGS+=("train.report_to=wandb") ;;
+    --wandb) ARGS+=("train.report_to=wandb") WANDB=1 ;;
     --submit) SUBMIT=1 ;;
     --resume) ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     -*) echo "error: unknown option $1 (see bash train.sh --help)" >&2; exit 2 ;;
     *) ARGS+=("$1") ;;
   esac
@@ -30,21 +34,54 @@ while [ $# -gt 0 ]; do
 done
 [ -f "$CONFIG" ] || { echo "error: config file not found: $CONFIG" >&2; exit 2; }
 [ -n "${DATA_DIR:-}" ] && ARGS+=("data.data_dir=$DATA_DIR")
+if [ "$SUBMIT" = 1 ]; then  # fail now, not after hours of training
+  [ -n "${KAGGLE_COMPETITION:-}" ] || { echo "error: --submit needs KAGGLE_COMPETITION=<competition slug>" >&2; exit 2; }
+  if [ -z "${KAGGLE_USERNAME:-}${KAGGLE_API_TOKEN:-}" ] && [ ! -f "${KAGGLE_CONFIG_DIR:-$HOME/.kaggle}/kaggle.json" ]; then
+    echo "error: --submit needs Kaggle credentials: KAGGLE_USERNAME + KAGGLE_KEY, or ~/.kaggle/kaggle.json" >&2; exit 2
+  fi
+fi
 
-if [ "${USE_SYSTEM_PYTHON:-0}" = 1 ]; then PY=${PYTHON:-python3}; else bash setup.sh; PY=.venv/bin/python; fi
+# The environment: .venv (made once by setup.sh), or the given python, installing the requirements if it lacks them.
+if [ "${USE_SYSTEM_PYTHON:-0}" = 1 ]; then
+  PY=${PYTHON:-python3}
+  "$PY" -c "import torch, transformers, peft, accelerate, sklearn, iterstrat, yaml" 2>/dev/null || PYTHON=$PY bash setup.sh
+else
+  bash setup.sh
+  PY=.venv/bin/python
+fi
+if [ "$WANDB" = 1 ]; then "$PY" -c "import wandb" 2>/dev/null || "$PY" -m pip install -q wandb; fi
 
-mkdir -p logs
-LOG="logs/$(basename "$CONFIG" .yaml)-$(date +%Y%m%d-%H%M%S).log"
+LOG_DIR=${LOG_DIR:-logs}
+mkdir -p "$LOG_DIR"
+LOG="$LOG_DIR/$(basename "$CONFIG" .yaml)-$(date +%Y%m%d-%H%M%S).log"
+exec > >(tee -a "$LOG") 2>&1  # everything below goes to the screen and the log
 echo "train.sh: $CONFIG ${ARGS[*]:-} (log: $LOG)"
-"$PY" -m src run --config "$CONFIG" "${ARGS[@]}" 2>&1 | tee "$LOG"
-status=${PIPESTATUS[0]}
-[ "$status" = 0 ] || exit "$status"
+
+# 1. The fold file, made by one process before any training process starts (so they never race to write it).
+"$PY" -m src folds --config "$CONFIG" "${ARGS[@]}"
+read -r MODEL_TYPE SUB METRICS < <("$PY" -c "import sys; from src.config import load_config; from src.rundir import \
+RunDir; cfg = load_config(sys.argv[1], sys.argv[2:]); rd = RunDir.of(cfg); print(cfg.model_type, rd.submission, rd.metrics)" \
+  "$CONFIG" "${ARGS[@]}")
+
+# 2. Several GPUs: the folds train in data-parallel processes (accelerate launch); done folds are skipped.
+NPROC=1
+if [ "$MODEL_TYPE" = transformer ]; then NPROC=${NUM_PROCESSES:-$("$PY" -c "import torch; print(torch.cuda.device_count())")}; fi
+if [ "$NPROC" -gt 1 ]; then
+  echo "train.sh: training in $NPROC processes (accelerate launch; without CUDA they are CPU processes)"
+  # (mixed precision comes from the config's train.precision, which overrides the launcher's "no")
+  "$PY" -m accelerate.commands.launch --multi_gpu --num_processes "$NPROC" --num_machines 1 --mixed_precision no \
+    --dynamo_backend no -m src.train --config "$CONFIG" "${ARGS[@]}"
+fi
+
+# 3. One process: train what is left (everything, with one GPU), select checkpoints, predict, thresholds, submission.
+"$PY" -m src run --config "$CONFIG" "${ARGS[@]}"
 
 if [ "$SUBMIT" = 1 ]; then
-  SUB=$("$PY" -c "import sys; from src.config import load_config; from src.rundir import RunDir; \
-print(RunDir.of(load_config(sys.argv[1], sys.argv[2:])).submission)" "$CONFIG" "${ARGS[@]}")
-  [ -f "$SUB" ] || { echo "error: no submission at $SUB (partial run?)" >&2; exit 2; }
-  [ -n "${KAGGLE_COMPETITION:-}" ] || { echo "error: set KAGGLE_COMPETITION=<competition slug> to submit" >&2; exit 2; }
-  command -v kaggle >/dev/null || "$PY" -m pip install -q kaggle
-  kaggle competitions submit -c "$KAGGLE_COMPETITION" -f "$SUB" -m "$(basename "$CONFIG") $(git rev-parse --short HEAD 2>/dev/null)"
+  if ! "$PY" -c "import json, sys; sys.exit(not json.load(open(sys.argv[1]))['complete'])" "$METRICS" || [ ! -f "$SUB" ]; then
+    echo "error: this run covers only some folds, so there is no submission to upload; train every fold first" >&2; exit 2
+  fi
+  command -v kaggle >/dev/null || [ -x "$(dirname "$PY")/kaggle" ] || "$PY" -m pip install -q kaggle
+  KAGGLE=$(command -v kaggle || echo "$(dirname "$PY")/kaggle")
+  "$KAGGLE" competitions submit -c "$KAGGLE_COMPETITION" -f "$SUB" \
+    -m "$(basename "$CONFIG" .yaml) $(git rev-parse --short HEAD 2>/dev/null || true)"
 fi

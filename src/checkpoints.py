@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from src.config import Config, load_config
+from src.config import Config, load_config, load_saved_sections
 from src.errors import UserError, cli
 from src.fileio import write_text
 from src.rundir import RunDir
@@ -183,6 +183,7 @@ def select(cfg: Config, rd: RunDir | None = None, rule: str | None = None, toler
             entries[k] = _entry(tables[k], manual[k], "manual")
         elif entries.get(k, {}).get("rule") == "manual" and k not in auto:
             _check_step(rd, tables[k], k, entries[k]["step"])
+            entries[k] = _entry(tables[k], entries[k]["step"], "manual")  # metric values of the picked step
         else:
             entries[k] = _entry(tables[k], pick(tables[k], rule, tolerance), rule)
     for k, e in entries.items():
@@ -221,7 +222,8 @@ def show(rd: RunDir, cfg: Config, per_label: bool = False) -> dict[int, pd.DataF
 
 def _exp_config(exp: str, checkpoints_dir: str) -> tuple[Config, RunDir]:
     path = Path(checkpoints_dir) / exp / "config.yaml"
-    cfg = load_config(path if path.is_file() else None, [f"exp={exp}", f"output.checkpoints_dir={checkpoints_dir}"])
+    overrides = [f"exp={exp}", f"output.checkpoints_dir={checkpoints_dir}"]
+    cfg = load_saved_sections(path, ["select"], overrides) if path.is_file() else load_config(None, overrides)
     rd = RunDir.of(cfg)
     if not rd.root.is_dir():
         raise UserError(f"no run directory {rd.root}")

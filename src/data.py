@@ -66,6 +66,30 @@ def missing_data_message(data_dir: Path) -> str:
     )
 
 
+# where find_data_dir looks, in order: the repo's data/, Kaggle's attached inputs, Colab's Google Drive
+DATA_PLACES = ("data", "data/*", "/kaggle/input/*", "/kaggle/input/*/*", "/kaggle/input/*/*/*",
+               "/content/drive/MyDrive/data", "/content/drive/MyDrive/*", "/content/drive/MyDrive/*/*", "/content/data")
+
+
+def find_data_dir(given: str | Path = "", places: tuple[str, ...] = DATA_PLACES) -> Path:
+    """The competition folder: `given` if set (checked), else the first folder in `places` (glob patterns)
+    holding train.csv, test.csv and sample_submission.csv."""
+    import glob
+
+    if str(given):
+        if not all((Path(given) / f).is_file() for f in FILES):
+            raise UserError(missing_data_message(Path(given)))
+        return Path(given)
+    for pattern in places:
+        for d in sorted(glob.glob(pattern)):
+            if all((Path(d) / f).is_file() for f in FILES):
+                print(f"data folder: {d}")
+                return Path(d)
+    raise UserError(f"no competition folder (train.csv, test.csv, sample_submission.csv) in {', '.join(places)}: "
+                    "attach the competition data (Kaggle: Add Input; Colab: copy it to Drive or data/) or set "
+                    "DATA_DIR (notebooks) or data.data_dir=...")
+
+
 def _first_ids(ids, n: int = 3) -> str:
     ids = list(ids)
     more = f" (+{len(ids) - n} more)" if len(ids) > n else ""

@@ -29,7 +29,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from src import metrics, report, thresholds
-from src.config import Config, ThresholdConfig, dump_config, load_config
+from src.config import Config, ThresholdConfig, dump_config, load_config, load_saved_sections
 from src.data import Competition, load_competition
 from src.errors import UserError, cli
 from src.fileio import write_json, write_text
@@ -58,7 +58,7 @@ def load_member(name: str, checkpoints_dir: str, comp: Competition, folds: pd.Da
     rd = RunDir(Path(checkpoints_dir) / name, Path("."))
     if not rd.config.is_file():
         raise UserError(f"{rd.root} has no config.yaml: is '{name}' a finished run?")
-    member_file = fold_file_name(load_config(rd.config))
+    member_file = fold_file_name(load_saved_sections(rd.config, ["data", "folds"]))
     if member_file != fold_file:
         raise UserError(f"member '{name}' was built on fold file {member_file}, the blend uses {fold_file}")
     oof = read_probs(rd.oof, comp.labels)
@@ -166,7 +166,7 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
     first = Path(base.output.checkpoints_dir) / names[0] / "config.yaml"
     if not first.is_file():
         raise UserError(f"{first.parent} has no config.yaml: is '{names[0]}' a finished run?")
-    cfg = load_config(first, [*(overrides or []), f"exp={out}"])
+    cfg = load_saved_sections(first, ["data", "folds", "thresholds"], [*(overrides or []), f"exp={out}"])
     comp = load_competition(cfg.data)
     folds, fold_path = ensure_folds(cfg, comp, verbose=False)
     members = [load_member(n, cfg.output.checkpoints_dir, comp, folds, fold_file_name(cfg)) for n in names]
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--trials", type=int, default=200, help="random Dirichlet weight draws before refinement")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-nested", action="store_true", help="skip the fold-wise (nested) estimate")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     names = [r for r in a.runs if "=" not in r]
     overrides = [r for r in a.runs if "=" in r]
     return blend(names, a.out, overrides, a.method, a.trials, a.seed, not a.no_nested)

@@ -99,6 +99,9 @@ def selected_steps(cfg: Config, rd: RunDir) -> dict[int, int]:
         rule, tolerance = checkpoints.saved_rule(rd)
         checkpoints.select(cfg, rd, rule=rule, tolerance=tolerance, folds=missing)
         saved = checkpoints.read_selection(rd)
+        empty = [k for k in run_folds if k not in saved]
+        if empty:
+            raise UserError(f"folds {empty} of {rd.root} have no checkpoints to predict from")
     return {k: int(saved[k]["step"]) for k in run_folds}
 
 
@@ -149,6 +152,9 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     t0 = time.time()
     cfg = load_config(a.config, a.overrides)
+    if cfg.model_type != "transformer":
+        raise UserError(f"src.predict predicts from transformer checkpoints; this config's model_type is "
+                        f"{cfg.model_type!r} (run it with python -m src run --config {a.config})")
     comp = load_competition(cfg.data)
     folds, _ = ensure_folds(cfg, comp)
     rd = RunDir.of(cfg)

@@ -6,7 +6,7 @@ import yaml
 
 from src import checkpoints
 from src.checkpoints import list_checkpoints, pick, read_selection, select
-from src.config import load_config
+from src.config import dump_config, load_config
 from src.errors import UserError
 from src.rundir import RunDir
 
@@ -31,6 +31,8 @@ def write_checkpoint(rd: RunDir, fold: int, step: int, val_loss: float, f1: floa
 def fake_run(exp: str = "x", n_folds: int = 2, curve=CURVE, done: bool = True):
     cfg = load_config(None, [f"exp={exp}", "select.rule=balanced"])
     rd = RunDir.of(cfg)
+    rd.root.mkdir(parents=True)
+    rd.config.write_text(dump_config(cfg))  # the CLI reads the run's rule from here
     for k in range(n_folds):
         for step, (loss, f1) in curve.items():
             write_checkpoint(rd, k, step, loss + 0.01 * k, f1)
@@ -88,6 +90,8 @@ def test_hand_edited_selection(workdir):
     cfg, rd = fake_run()
     rd.selection.write_text("folds:\n  0: {step: 200, rule: manual}\n  1: 400\n")  # `1: 400` is shorthand
     assert select(cfg) == {0: 200, 1: 400}
+    assert read_selection(rd)[0] == {"step": 200, "rule": "manual", "epoch": 1.0, "train_loss": 0.35,
+                                     "val_loss": 0.3, "f1_at_0.5": 0.598, "f1_tuned": 0.618}  # values filled in
     rd.selection.write_text("folds:\n  0: {step: 200, rule: best_guess}\n")
     with pytest.raises(UserError, match="rule 'best_guess'"):
         select(cfg)

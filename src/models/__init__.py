@@ -7,6 +7,9 @@ import importlib
 from src.errors import UserError
 
 FAMILIES = {
+    "llm": "src.llm.score",  # zero-/few-shot label probabilities from a causal LM
+    "llm_finetune": "src.llm.causal",  # LoRA "text -> label list", label probabilities read out
+    "probe": "src.llm.probe",  # linear probe on frozen hidden states
     "tfidf": "src.models.tfidf",
     "transformer": "src.predict",  # train_folds -> select -> predict (model code: src/models/transformer.py)
 }

@@ -1,0 +1,186 @@
+"""model_type llm_finetune: LoRA causal-LM fine-tuning on "text -> label list", per fold; probabilities read out.
+
+    python -m src run --config configs/llm_finetune_smollm2.yaml data.data_dir=...
+
+Each fold trains a LoRA adapter on its training rows (prompt = llm.multi_template, answer = the gold label words
+in column order, or llm.none_answer) with the loss on the answer tokens only, bounded by train.max_steps or
+train.epochs. The held-out rows (and test rows) are then read out like the zero-shot multi-label prompt
+(score.py): greedy answer, label distribution at each label step, not parsed from text. Per fold:
+checkpoints/<exp>/fold<k>/adapter/, readout.npz, done.json (a finished fold is skipped on rerun).
+llm.max_train_rows / llm.max_test_rows bound only the rows read out; training uses all of a fold's training rows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from src.config import Config
+from src.errors import UserError
+from src.fileio import read_json, write_json
+from src.folds import folds_for_run
+from src.llm import analysis, sampling
+from src.llm.label_tokens import common_prefix
+from src.llm.lm import load_causal_lm
+from src.llm.outputs import read_jsonl, steps_path, write_jsonl, write_outputs
+from src.llm.prompts import Prompter
+from src.llm.score import main_method, score_multi
+
+DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def encode_example(tok, prompter: Prompter, text: str, answer: str) -> tuple[list[int], list[int]]:
+    """`(input_ids, labels)` of prompt + answer; labels are -100 on the prompt, so only the answer is learned."""
+    prompt, full = prompter.training_texts(prompter.multi_user(text), answer)
+    p_ids = tok(prompt, add_special_tokens=prompter.add_special_tokens)["input_ids"]
+    ids = tok(full, add_special_tokens=prompter.add_special_tokens)["input_ids"]
+    start = common_prefix([p_ids, ids])
+    return ids, [-100] * start + ids[start:]
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in examples)
+    ids = [e[0] + [pad_id] * (width - len(e[0])) for e in examples]
+    labels = [e[1] + [-100] * (width - len(e[1])) for e in examples]
+    mask = [[1] * len(e[0]) + [0] * (width - len(e[0])) for e in examples]
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "attention_mask": torch.tensor(mask)}
+
+
+def lora_model(model, cfg: Config):
+    from peft import LoraConfig, get_peft_model
+
+    targets = list(cfg.lora.target_modules)
+    if not targets:
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        targets = DEFAULT_TARGETS if set(DEFAULT_TARGETS) <= names else "all-linear"
+    lc = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                    target_modules=targets, bias=cfg.lora.bias)
+    return get_peft_model(model, lc)
+
+
+def total_steps(cfg: Config, n_examples: int) -> int:
+    per_epoch = math.ceil(n_examples / cfg.train.batch_size / cfg.train.grad_accum)
+    return cfg.train.max_steps if cfg.train.max_steps > 0 else max(1, math.ceil(cfg.train.epochs * per_epoch))
+
+
+def train(model, examples: list[tuple[list[int], list[int]]], cfg: Config, pad_id: int, seed: int,
+          desc: str = "train") -> list[float]:
+    """The LoRA training loop (AdamW, warmup + schedule, grad accumulation, clipping). Returns the step losses."""
+    from transformers import get_scheduler
+
+    if cfg.model.method == "qlora":
+        raise UserError("llm_finetune trains LoRA adapters; QLoRA (4-bit) is not supported here: use model.method=lora")
+    dev = next(model.parameters()).device
+    steps = total_steps(cfg, len(examples))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    sched = get_scheduler(cfg.train.scheduler, opt, int(cfg.train.warmup_ratio * steps), steps)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    autocast = dev.type == "cuda" and cfg.train.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    losses = []
+    model.train()
+    bar = tqdm(range(steps), desc=desc, unit="step")
+    for step in bar:
+        total = 0.0
+        for _ in range(cfg.train.grad_accum):
+            if len(order) < cfg.train.batch_size:
+                order += rng.permutation(len(examples)).tolist()
+            batch, order = order[: cfg.train.batch_size], order[cfg.train.batch_size:]
+            inputs = {k: v.to(dev) for k, v in collate([examples[i] for i in batch], pad_id).items()}
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = model(**inputs).loss / cfg.train.grad_accum
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(total)
+        if (step + 1) % max(1, cfg.train.log_every) == 0 or step + 1 == steps:
+            bar.set_postfix(loss=f"{np.mean(losses[-cfg.train.log_every:]):.4f}")
+    model.eval()
+    return losses
+
+
+def run_fold(cfg: Config, comp, k: int, train_rows: np.ndarray, valid_rows: np.ndarray,
+             test_rows: np.ndarray | None, rd) -> dict:
+    """Train fold k's adapter, read out its held-out and test rows; saved under fold<k>/."""
+    t0 = time.time()
+    model, tok = load_causal_lm(cfg.model)
+    prompter = Prompter.build(tok, cfg.llm, comp.labels, cfg.model.max_length)
+    texts, Y = comp.train_texts, comp.Y
+    examples = [encode_example(tok, prompter, texts[i], prompter.multi_answer(Y[i])) for i in train_rows]
+    torch.manual_seed(cfg.train.seed + k)
+    model = lora_model(model, cfg)
+    losses = train(model, examples, cfg, tok.pad_token_id, cfg.train.seed + k, desc=f"fold {k} train")
+    model.save_pretrained(rd.fold(k) / "adapter")
+    tok.save_pretrained(rd.fold(k) / "adapter")
+    valid, valid_recs = score_multi(model, tok, prompter, [texts[i] for i in valid_rows], [], cfg, f"fold {k} oof")
+    arrays = {f"valid_{m}": p for m, p in valid.items()}
+    if test_rows is not None:
+        test, _ = score_multi(model, tok, prompter, [comp.test_texts[i] for i in test_rows], [], cfg, f"fold {k} test")
+        arrays.update({f"test_{m}": p for m, p in test.items()})
+    np.savez(rd.fold(k) / "readout.npz", valid_rows=valid_rows, test_rows=_rows(test_rows), **arrays)
+    write_jsonl(rd.fold(k) / "steps_oof.jsonl", [{"id": comp.train_ids[r], "fold": k, **rec}
+                                                  for r, rec in zip(valid_rows, valid_recs)])
+    done = {"fold": k, "steps": len(losses), "train_rows": len(train_rows), "valid_rows": len(valid_rows),
+            "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:])), "elapsed_s": time.time() - t0}
+    write_json(rd.fold(k) / "done.json", done)
+    print(f"[{cfg.exp}] fold {k}: {len(losses)} steps, loss {losses[0]:.3f} -> {done['last_loss']:.3f}, "
+          f"{done['elapsed_s']:.0f} s")
+    return done
+
+
+def _rows(rows: np.ndarray | None) -> np.ndarray:
+    return np.array([-1]) if rows is None else rows
+
+
+def _reusable(rd, k: int, valid_rows: np.ndarray, test_rows: np.ndarray | None) -> bool:
+    stored = rd.fold(k) / "readout.npz"
+    if not ((rd.fold(k) / "done.json").is_file() and stored.is_file()):
+        return False
+    data = np.load(stored)
+    return np.array_equal(data["valid_rows"], valid_rows) and np.array_equal(data["test_rows"], _rows(test_rows))
+
+
+def run(cfg: Config, comp, folds, rd) -> None:
+    main = main_method(cfg)
+    if cfg.llm.prompt != "multi":
+        raise UserError("llm_finetune trains the multi-label answer: set llm.prompt=multi")
+    fold = folds["fold"].to_numpy()
+    run_folds = folds_for_run(cfg)
+    seed = cfg.train.seed
+    scored = sampling.subset(np.flatnonzero(np.isin(fold, run_folds)), cfg.llm.max_train_rows, seed)
+    test_rows = None if cfg.llm.max_test_rows < 0 else sampling.subset(np.arange(len(comp.test)),
+                                                                        cfg.llm.max_test_rows, seed)
+    oof: dict[str, list] = {}
+    test: dict[str, list] = {}
+    rows, records = [], []
+    for k in run_folds:
+        valid_rows = scored[fold[scored] == k]
+        if _reusable(rd, k, valid_rows, test_rows):
+            print(f"[{cfg.exp}] fold {k}: done ({read_json(rd.fold(k) / 'done.json')['steps']} steps), reusing it")
+        else:
+            run_fold(cfg, comp, k, np.flatnonzero(fold != k), valid_rows, test_rows, rd)
+        data = np.load(rd.fold(k) / "readout.npz")
+        rows.append(valid_rows)
+        for name in data.files:
+            if name.startswith("valid_") and name != "valid_rows":
+                oof.setdefault(name[6:], []).append(data[name])
+            elif name.startswith("test_") and name != "test_rows":
+                test.setdefault(name[5:], []).append(data[name])
+        records += read_jsonl(rd.fold(k) / "steps_oof.jsonl")
+    order = np.argsort(np.concatenate(rows), kind="stable")
+    oof_probs = {m: np.concatenate(v)[order] for m, v in oof.items()}
+    test_probs = {m: np.mean(v, axis=0) for m, v in test.items()} if test_rows is not None else None
+    write_jsonl(steps_path(rd, "oof"), [records[i] for i in order])
+    write_outputs(rd, comp, folds, main, np.concatenate(rows)[order], oof_probs, test_rows, test_probs)
+    analysis.write_report(cfg, comp, folds, rd)

@@ -1,0 +1,80 @@
+"""Load a causal LM and its tokenizer (hub id or local folder) for scoring or fine-tuning."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import transformers
+from packaging.version import Version
+
+from src.config import ModelConfig
+from src.errors import UserError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_DTYPE_KW = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """`auto`: bfloat16 on a GPU that supports it, else float32 (bf16 matmuls are slow on CPU)."""
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
+    if name not in DTYPES:
+        raise UserError(f"model.dtype must be auto or one of {sorted(DTYPES)}, got {name!r}")
+    return DTYPES[name]
+
+
+def dtype_kwargs(name: str) -> dict:
+    """`from_pretrained` keyword for the dtype (`dtype=` in transformers 5, `torch_dtype=` before 4.56)."""
+    return {_DTYPE_KW: resolve_dtype(name)}
+
+
+def model_path(mc: ModelConfig) -> str:
+    """model.name_or_path with `~` expanded (a hub id passes through)."""
+    if not mc.name_or_path:
+        raise UserError("model.name_or_path is empty: set a hub id or a local model folder")
+    return os.path.expanduser(mc.name_or_path)
+
+
+def load_tokenizer(mc: ModelConfig):
+    """The tokenizer, with a pad token (the EOS token when it has none)."""
+    from transformers import AutoTokenizer
+
+    path = model_path(mc)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=mc.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the tokenizer of {path!r}: {str(e).splitlines()[0]}") from None
+    if tok.pad_token_id is None:
+        if tok.eos_token is None:
+            raise UserError(f"tokenizer of {path!r} has neither a pad nor an EOS token")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_causal_lm(mc: ModelConfig):
+    """`(model, tokenizer)`: the causal LM in eval mode on the GPU if there is one, else the CPU."""
+    from transformers import AutoModelForCausalLM
+
+    tok = load_tokenizer(mc)
+    path = model_path(mc)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=mc.trust_remote_code,
+                                                     **dtype_kwargs(mc.dtype))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load a causal LM from {path!r}: {str(e).splitlines()[0]}") from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tok.pad_token_id
+    return model.to(device()).eval(), tok
+
+
+def stop_token_ids(model, tok) -> list[int]:
+    """Token ids that end an answer: the tokenizer's EOS and the generation config's EOS ids."""
+    ids = {tok.eos_token_id}
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+    return sorted(i for i in ids if i is not None)

@@ -1,0 +1,380 @@
+"""Transformer multi-label classifiers: build from a hub id or a local folder, reload a checkpoint, predict.
+
+Every model is `AutoModelForSequenceClassification(problem_type="multi_label_classification")`, trained by
+`model.method`:
+  full     every weight
+  last_n   the last `model.last_n_layers` transformer layers + the head; everything else frozen
+  lora     PEFT LoRA on `lora.target_modules` (empty: attention + MLP projections), the head in modules_to_save
+  qlora    LoRA on a 4-bit NF4 base (bitsandbytes, double quant, bf16 compute); CUDA only
+Decoders (Llama, Gemma, Qwen2, Mistral, stella, ...) pool the last non-pad token, so the tokenizer always has a pad
+token (its EOS when it has none) and `config.pad_token_id` equals it; batches are padded on the right
+(`model.padding_side: left` also works for decoders: position ids then come from the attention mask).
+`model.name_or_path` is a hub id or a folder; `~` and `$VARS` are expanded (`~/.cache/offline-models/minilm-l6`).
+Weights load as float32 on CPU; LoRA/QLoRA bases load as bf16 (fp16 without bf16 support) on CUDA
+(`model.dtype` overrides); trainable weights are always float32 and mixed precision comes from autocast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from src.config import Config
+from src.errors import UserError
+
+METHODS = ("full", "last_n", "lora", "qlora")
+DECODER_TYPES = {
+    "llama", "mistral", "mixtral", "gemma", "gemma2", "gemma3", "gemma3_text", "qwen2", "qwen2_moe", "qwen3",
+    "qwen3_moe", "phi", "phi3", "gpt2", "gpt_neox", "gptj", "falcon", "starcoder2", "olmo", "olmo2", "granite",
+    "stablelm", "cohere", "smollm3", "ministral",
+}
+# LoRA targets when `lora.target_modules` is empty: the attention and MLP projections of each architecture.
+DEFAULT_TARGETS = {
+    "decoder": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    "bert": ["query", "key", "value", "dense"],
+    "roberta": ["query", "key", "value", "dense"],
+    "xlm-roberta": ["query", "key", "value", "dense"],
+    "electra": ["query", "key", "value", "dense"],
+    "distilbert": ["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
+    "mpnet": ["q", "k", "v", "o", "dense"],
+    "deberta": ["in_proj", "dense"],
+    "deberta-v2": ["query_proj", "key_proj", "value_proj", "dense"],
+}
+HEAD_NAMES = ("score", "classifier", "pre_classifier")  # kept out of 4-bit quantization
+
+
+def _dtype_kw() -> str:
+    """`dtype=` (transformers >= 4.56) or the older `torch_dtype=`."""
+    import transformers
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def resolve_path(name_or_path: str) -> str:
+    """A local folder (after expanding ~ and $VARS) or else the hub id as given."""
+    if not name_or_path:
+        raise UserError("model.name_or_path is empty: set a hub id (e.g. roberta-base) or a local model folder")
+    path = os.path.expandvars(os.path.expanduser(name_or_path))
+    if os.path.isdir(path):
+        return path
+    if name_or_path.startswith(("~", "/", ".", "$")) or os.sep in path and path.count("/") > 1:
+        raise UserError(f"model folder not found: {path} (offline models: `python offline_models.py fetch NAME`)")
+    return name_or_path
+
+
+def resolve_precision(cfg: Config) -> str:
+    """Mixed precision for training/prediction: bf16 | fp16 | no (`train.precision: auto` = bf16 on CUDA if
+    supported, else fp16 on CUDA, else no)."""
+    p = cfg.train.precision
+    cuda = torch.cuda.is_available()
+    if p == "auto":
+        return ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
+    if p not in ("bf16", "fp16", "no"):
+        raise UserError(f"train.precision must be auto, bf16, fp16 or no, got {p!r}")
+    if p == "fp16" and not cuda:
+        raise UserError("train.precision=fp16 needs a CUDA GPU; use bf16 or no on CPU")
+    return p
+
+
+def autocast_dtype(cfg: Config) -> torch.dtype | None:
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(cfg))
+
+
+def weights_dtype(cfg: Config) -> torch.dtype:
+    d = cfg.model.dtype
+    if d != "auto":
+        if d not in ("float32", "bfloat16", "float16"):
+            raise UserError(f"model.dtype must be auto, float32, bfloat16 or float16, got {d!r}")
+        return getattr(torch, d)
+    if torch.cuda.is_available() and cfg.model.method in ("lora", "qlora"):
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def model_kind(cfg: Config, hf_config) -> str:
+    """encoder | decoder: `model.kind`, or guessed from the config's model_type / architectures."""
+    kind = cfg.model.kind
+    if kind in ("encoder", "decoder"):
+        return kind
+    if kind != "auto":
+        raise UserError(f"model.kind must be auto, encoder or decoder, got {kind!r}")
+    archs = getattr(hf_config, "architectures", None) or []
+    if hf_config.model_type in DECODER_TYPES or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
+        return "decoder"
+    return "encoder"
+
+
+def padding_side(cfg: Config, kind: str) -> str:
+    side = cfg.model.padding_side
+    if side == "auto":
+        return "right"
+    if side not in ("left", "right"):
+        raise UserError(f"model.padding_side must be auto, left or right, got {side!r}")
+    if side == "left" and kind == "encoder":
+        raise UserError("model.padding_side=left is only supported for decoders; use right (or auto)")
+    return side
+
+
+def hf_model(model) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def head_modules(model) -> list[str]:
+    """Names of the top-level modules outside the backbone that hold weights: the classification head
+    (classifier, score; DistilBERT's pre_classifier; DeBERTa's pooler)."""
+    model = hf_model(model)
+    backbone = model.base_model_prefix
+    return [n for n, m in model.named_children() if n != backbone and any(True for _ in m.parameters())]
+
+
+def transformer_layers(model) -> nn.ModuleList:
+    """The backbone's list of transformer layers (the ModuleList with num_hidden_layers entries)."""
+    model = hf_model(model)
+    n = model.config.num_hidden_layers
+    for _, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise UserError(f"cannot find the {n} transformer layers of {type(model).__name__} for method=last_n")
+
+
+def describe(model) -> str:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters trainable ({100 * trainable / max(total, 1):.2f}%)"
+
+
+def _load_tokenizer(path: str, cfg: Config):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the tokenizer of '{path}': {str(e).strip().splitlines()[0]}") from None
+
+
+def _set_pad_token(tokenizer, hf_config, kind: str, side: str) -> None:
+    """Give the tokenizer a pad token (EOS, else UNK) and make `config.pad_token_id` match it for decoders."""
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise UserError("the tokenizer has no pad, eos or unk token to pad batches with")
+        tokenizer.pad_token = fallback
+    tokenizer.padding_side = side
+    if kind == "decoder" or getattr(hf_config, "pad_token_id", None) is None:
+        hf_config.pad_token_id = tokenizer.pad_token_id
+    if kind == "decoder":
+        hf_config.use_cache = False
+
+
+def _quantization_config():
+    """4-bit NF4 with double quantization and bf16 compute (QLoRA); CUDA + bitsandbytes only."""
+    if not torch.cuda.is_available():
+        raise UserError("model.method=qlora needs a CUDA GPU (bitsandbytes 4-bit); use method=lora on this machine")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError("model.method=qlora needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16,
+        llm_int8_skip_modules=list(HEAD_NAMES),
+    )
+
+
+def lora_config(cfg: Config, model, kind: str):
+    """The PEFT LoraConfig from the `lora` section; the head goes to modules_to_save."""
+    from peft import LoraConfig, TaskType
+
+    lc = cfg.lora
+    default = DEFAULT_TARGETS.get("decoder" if kind == "decoder" else model.config.model_type)
+    targets = list(lc.target_modules) or default
+    if not targets:
+        raise UserError(f"no default LoRA targets for model_type {model.config.model_type!r}: set lora.target_modules")
+    if lc.bias not in ("none", "all", "lora_only"):
+        raise UserError(f"lora.bias must be none, all or lora_only, got {lc.bias!r}")
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout, bias=lc.bias,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+        modules_to_save=list(lc.modules_to_save) or head_modules(model),
+    )
+
+
+def _freeze_all_but_last_n(model, n: int) -> None:
+    layers = transformer_layers(model)
+    if not 0 <= n <= len(layers):
+        raise UserError(f"model.last_n_layers must be in 0..{len(layers)}, got {n}")
+    heads = head_modules(model)
+    for name, p in model.named_parameters():
+        p.requires_grad = name.split(".")[0] in heads or ".pooler." in f".{name}"
+    for layer in list(layers)[len(layers) - n:]:
+        for p in layer.parameters():
+            p.requires_grad = True
+
+
+def _add_multi_sample_dropout(model, n: int, num_labels: int) -> None:
+    """Average the head's output layer over `n` dropout masks while training (a forward hook: no new weights)."""
+    hf = hf_model(model)
+    c = hf.config
+    p = next((v for v in (getattr(c, a, None) for a in ("classifier_dropout", "seq_classif_dropout",
+                                                             "hidden_dropout_prob")) if v), 0.1)
+
+    def hook(module, args, output):
+        if not module.training:
+            return output
+        x = args[0]
+        return torch.stack([F.linear(F.dropout(x, p, True), module.weight, module.bias) for _ in range(n)]).mean(0)
+
+    heads = set(head_modules(hf))
+    for name, module in model.named_modules():
+        stripped = re.sub(r"^base_model\.model\.", "", name)
+        if isinstance(module, nn.Linear) and module.out_features == num_labels and stripped.split(".")[0] in heads:
+            module.register_forward_hook(hook)
+
+
+def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = None, trainable: bool = True):
+    """(model, tokenizer) ready to train: pretrained weights from `model.name_or_path` with a new head, or the
+    trained weights of a checkpoint folder (full/last_n: the saved model; lora/qlora: base + saved adapter)."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    m = cfg.model
+    if m.method not in METHODS:
+        raise UserError(f"model.method must be one of {METHODS}, got {m.method!r}")
+    base = resolve_path(m.name_or_path)
+    ckpt = str(checkpoint) if checkpoint is not None else None
+    adapter = m.method in ("lora", "qlora")
+    weights = ckpt if ckpt and not adapter else base
+    tokenizer = _load_tokenizer(ckpt or base, cfg)
+    try:
+        hf_config = AutoConfig.from_pretrained(
+            weights, num_labels=len(labels), problem_type="multi_label_classification",
+            id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)},
+            trust_remote_code=m.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load the model config of '{weights}': {str(e).strip().splitlines()[0]}") from None
+    kind = model_kind(cfg, hf_config)
+    _set_pad_token(tokenizer, hf_config, kind, padding_side(cfg, kind))
+    vocab = getattr(hf_config, "vocab_size", None)
+    if vocab and hf_config.pad_token_id is not None and hf_config.pad_token_id >= vocab:
+        raise UserError(f"pad token id {hf_config.pad_token_id} is outside the model's vocabulary ({vocab})")
+    kwargs = {_dtype_kw(): weights_dtype(cfg), "trust_remote_code": m.trust_remote_code}
+    if m.method == "qlora":
+        from accelerate import PartialState
+
+        kwargs |= {"quantization_config": _quantization_config(),
+                   "device_map": {"": PartialState().local_process_index}}
+    model = AutoModelForSequenceClassification.from_pretrained(weights, config=hf_config, **kwargs)
+    if m.gradient_checkpointing and trainable and m.method != "qlora":
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    if m.method == "last_n":
+        _freeze_all_but_last_n(model, m.last_n_layers)
+    elif adapter:
+        from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+        if m.method == "qlora" and trainable:
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing,
+                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
+        if ckpt:
+            if not (Path(ckpt) / "adapter_config.json").is_file():
+                raise UserError(f"{ckpt} holds no LoRA adapter (adapter_config.json); was it trained with "
+                                f"model.method={m.method}?")
+            model = PeftModel.from_pretrained(model, ckpt, is_trainable=trainable)
+        else:
+            try:
+                model = get_peft_model(model, lora_config(cfg, model, kind))
+            except ValueError as e:
+                if not any(m in str(e) for m in ("not found in the base model", "Target modules", "No modules were")):
+                    raise
+                names = sorted({n.split(".")[-1] for n, mod in model.named_modules() if isinstance(mod, nn.Linear)})
+                raise UserError(f"lora.target_modules {cfg.lora.target_modules} match no layer of "
+                                f"{model.config.model_type}; its linear layers: {names}") from None
+    if m.multi_sample_dropout > 0:
+        _add_multi_sample_dropout(model, m.multi_sample_dropout, len(labels))
+    for p in model.parameters():  # trainable weights in float32; autocast gives the mixed precision
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    if not trainable:
+        model.requires_grad_(False)
+        model.eval()
+    return model, tokenizer
+
+
+def load_checkpoint(cfg: Config, step_dir: str | Path, labels: list[str]):
+    """(model, tokenizer) of a saved checkpoint, in eval mode, on the GPU when there is one."""
+    step_dir = Path(step_dir)
+    if not ((step_dir / "config.json").is_file() or (step_dir / "adapter_config.json").is_file()):
+        raise UserError(f"{step_dir} is not a checkpoint (no config.json or adapter_config.json)")
+    model, tokenizer = build_model(cfg, labels, checkpoint=step_dir, trainable=False)
+    if cfg.model.method != "qlora":
+        model.to("cuda" if torch.cuda.is_available() else "cpu")
+    return model, tokenizer
+
+
+def encode(tokenizer, texts: list[str], cfg: Config) -> list[list[int]]:
+    """Token ids of each text (with `model.text_prefix`), truncated to `model.max_length`; no padding."""
+    prefix = cfg.model.text_prefix
+    return tokenizer([prefix + t for t in texts], truncation=True, max_length=cfg.model.max_length)["input_ids"]
+
+
+def pad_batch(seqs: list[list[int]], pad_id: int, side: str = "right", multiple_of: int = 1) -> dict:
+    """input_ids + attention_mask padded to the longest sequence (dynamic padding); left padding adds position ids."""
+    n = max(len(s) for s in seqs)
+    n = -(-n // multiple_of) * multiple_of
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        span = slice(0, len(s)) if side == "right" else slice(n - len(s), n)
+        ids[i, span] = torch.tensor(s, dtype=torch.long)
+        mask[i, span] = 1
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if side == "left":
+        batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    return batch
+
+
+@torch.inference_mode()
+def predict_logits(model, seqs: list[list[int]], pad_id: int, side: str, batch_size: int,
+                   dtype: torch.dtype | None = None, progress: bool = True) -> torch.Tensor:
+    """Logits [len(seqs), num_labels] (float32, on the model's device) in the order of `seqs`; batches are
+    formed from length-sorted sequences so padding stays small."""
+    device = next(model.parameters()).device
+    order = np.argsort([-len(s) for s in seqs], kind="stable")
+    multiple = 8 if device.type == "cuda" else 1
+    out = []
+    for start in tqdm(range(0, len(seqs), batch_size), desc="predict", unit="batch", disable=not progress,
+                      leave=False):
+        idx = order[start:start + batch_size]
+        batch = pad_batch([seqs[i] for i in idx], pad_id, side, multiple)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext():
+            out.append(model(**batch).logits.float())
+    n_labels = hf_model(model).config.num_labels
+    logits = torch.cat(out) if out else torch.zeros((0, n_labels), device=device)
+    result = torch.empty_like(logits)
+    result[torch.as_tensor(order, device=device)] = logits
+    return result
+
+
+def predict_probs(model, tokenizer, texts: list[str], cfg: Config, batch_size: int | None = None) -> np.ndarray:
+    """Sigmoid probabilities [len(texts), num_labels] (float32) in the order of `texts`."""
+    model.eval()
+    seqs = encode(tokenizer, texts, cfg)
+    dtype = autocast_dtype(cfg) if next(model.parameters()).device.type == "cuda" else None
+    logits = predict_logits(model, seqs, tokenizer.pad_token_id, tokenizer.padding_side,
+                            batch_size or cfg.train.eval_batch_size, dtype)
+    return torch.sigmoid(logits).cpu().numpy().astype(np.float32)

@@ -1,0 +1,471 @@
+"""Fine-tune a transformer per fold: the training loop (accelerate), a checkpoint at every evaluation, resume.
+
+    python -m src.train --config configs/minilm-l6.yaml [--folds 0,3] [key=value ...]
+    accelerate launch --multi_gpu --num_processes 2 -m src.train --config ...   # 2 GPUs (or 2 CPU processes)
+
+The same code runs on CPU, one GPU or several (DDP through `accelerate launch`; on a machine without CUDA the
+processes train on CPU). Per fold k, in checkpoints/<exp>/fold<k>/:
+    step<N>/       at every evaluation (each `train.eval_every` steps, each epoch end, the last step):
+                   weights (full/last_n) or LoRA adapter + head, tokenizer, metrics.json, valid_probs.npy;
+                   the newest one also holds resume.pt (optimizer, scheduler, RNG, data position)
+    history.jsonl  training loss every `train.log_every` steps, every evaluation, every resume
+    done.json      the fold is finished: later runs skip it (delete the fold's folder to train it again)
+A killed run restarts where it stopped: finished folds are skipped, an unfinished fold continues from its newest
+checkpoint. `train.keep_top_k` keeps the K best checkpoints by `train.keep_metric` (plus, while training, the
+newest, which resuming needs). `val_loss` is the plain (unweighted) BCE of the held-out rows; `train_loss` is the
+training criterion (`train.loss`, pos_weight, label smoothing) averaged since the previous evaluation.
+`train.report_to: wandb` logs to Weights & Biases (project `extra.wandb_project`, default multilabel-text); the API
+key comes from the environment (WANDB_API_KEY) or `wandb login`, never from the config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from src import metrics, thresholds
+from src.config import Config, ThresholdConfig, dump_config, load_config, to_dict
+from src.data import Competition, load_competition
+from src.errors import UserError, cli
+from src.fileio import write_json, write_text
+from src.folds import ensure_folds, folds_for_run
+from src.losses import make_loss
+from src.models import transformer as tm
+from src.rundir import RunDir
+from src.weights import pos_weight
+
+RESUME = "resume.pt"
+KEEP_METRICS = ("f1_tuned", "f1_at_0.5", "val_loss")
+
+
+# ---------------------------------------------------------------- optimizer, schedule, batches
+
+def param_groups(model, cfg: Config) -> list[dict]:
+    """AdamW groups: no weight decay on biases/norms, `train.head_lr` for the head, and with `train.layer_lr_decay`
+    < 1 the LR shrinks by that factor per layer from the top layer down to the embeddings."""
+    t = cfg.train
+    heads = set(tm.head_modules(model))
+    n_layers = tm.hf_model(model).config.num_hidden_layers
+    groups: dict[tuple[float, float], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        name = re.sub(r"^(module\.)?(base_model\.model\.)?", "", name)
+        if name.split(".")[0] in heads:
+            lr = t.head_lr or t.lr
+        else:
+            layer = re.search(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.", name)
+            depth = int(layer.group(1)) + 1 if layer else (0 if "embed" in name else n_layers + 1)
+            lr = t.lr * t.layer_lr_decay ** (n_layers + 1 - depth)
+        decay = 0.0 if p.ndim < 2 or "norm" in name.lower() else t.weight_decay
+        groups.setdefault((lr, decay), []).append(p)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
+    """LR multiplier for optimizer step `step` (0-based): linear warmup, then linear/cosine decay or constant."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if kind == "linear":
+        return max(0.0, 1.0 - progress)
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    return 1.0
+
+
+def make_optimizer(model, cfg: Config, total: int, fused: bool):
+    t = cfg.train
+    opt = torch.optim.AdamW(param_groups(model, cfg), lr=t.lr, **({"fused": True} if fused else {}))
+    warmup = round(t.warmup_ratio * total)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, t.scheduler))
+    return opt, sched
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, world: int, seed: int, by_length: bool) -> list[np.ndarray]:
+    """One epoch of global batches (positions into `lengths`, `batch_size` rows per process): shuffled, and with
+    `by_length` sorted by length inside chunks of 50 batches so each batch pads little (longest batch first)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(lengths))
+    size = batch_size * world
+    if by_length:
+        chunk = size * 50
+        idx = np.concatenate([c[np.argsort(-lengths[c], kind="stable")]
+                              for c in np.array_split(idx, range(chunk, len(idx), chunk))])
+    batches = [idx[i:i + size] for i in range(0, len(idx), size)]
+    if len(batches[-1]) < world:  # every process needs a row
+        batches.pop()
+    if by_length:
+        order = rng.permutation(len(batches))
+        longest = int(np.argmax([lengths[b].max() for b in batches]))
+        order = np.r_[longest, order[order != longest]]
+        batches = [batches[i] for i in order]
+    return batches
+
+
+# ---------------------------------------------------------------- evaluation and checkpoints
+
+def eval_metrics(Y: np.ndarray, logits: np.ndarray, labels: list[str]) -> tuple[dict, np.ndarray]:
+    """Held-out metrics (val_loss = plain BCE, macro-F1 at 0.5 and at per-label tuned thresholds) and the probs."""
+    lt = torch.from_numpy(logits)
+    probs = torch.sigmoid(lt).numpy()
+    val_loss = F.binary_cross_entropy_with_logits(lt, torch.from_numpy(Y.astype(np.float32))).item()
+    th = thresholds.tune(Y, probs, ThresholdConfig(mode="per_label"))
+    f1_tuned = metrics.f1_per_label(Y, thresholds.apply(probs, th))
+    f1_05 = metrics.f1_per_label(Y, probs >= 0.5)
+    return {
+        "val_loss": val_loss,
+        "f1_at_0.5": float(f1_05.mean()),
+        "f1_tuned": float(f1_tuned.mean()),
+        "per_label_f1": dict(zip(labels, map(float, f1_tuned))),
+        "per_label_f1_at_0.5": dict(zip(labels, map(float, f1_05))),
+        "thresholds": dict(zip(labels, map(float, th))),
+    }, probs.astype(np.float32)
+
+
+def evaluate(acc, model, seqs: list, rows: np.ndarray, pad_id: int, side: str, batch_size: int) -> np.ndarray:
+    """Logits of the held-out rows (in `rows` order), each process scoring every world-th row."""
+    from accelerate.utils import gather_object
+
+    mine = np.arange(len(rows))[acc.process_index::acc.num_processes]
+    net = acc.unwrap_model(model)
+    net.eval()
+    with acc.autocast():
+        logits = tm.predict_logits(net, [seqs[rows[i]] for i in mine], pad_id, side, batch_size, progress=False)
+    net.train()
+    parts = gather_object([(mine, logits.cpu().numpy())]) if acc.num_processes > 1 else [(mine, logits.cpu().numpy())]
+    out = np.zeros((len(rows), logits.shape[1]), dtype=np.float32)
+    for pos, part in parts:
+        out[pos] = part
+    return out
+
+
+def checkpoints(fold_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the fold's finished checkpoints, by step."""
+    found = [(int(d.name[4:]), d) for d in fold_dir.glob("step*") if d.name[4:].isdigit()]
+    return sorted((s, d) for s, d in found if (d / "metrics.json").is_file())
+
+
+def resumable(fold_dir: Path) -> Path | None:
+    """The newest checkpoint holding resume state, if any."""
+    found = [d for _, d in checkpoints(fold_dir) if (d / RESUME).is_file()]
+    return found[-1] if found else None
+
+
+def save_checkpoint(fold_dir: Path, step: int, model, tokenizer, record: dict, probs: np.ndarray,
+                    resume_state: dict | None) -> Path:
+    """Write step<N>/ through a temp folder renamed into place, then drop older checkpoints' resume state."""
+    from transformers.utils import logging as hf_logging
+
+    final, tmp = fold_dir / f"step{step}", fold_dir / f".tmp-step{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    finally:
+        hf_logging.enable_progress_bar()
+    np.save(tmp / "valid_probs.npy", probs.astype(np.float32))
+    if resume_state is not None:
+        torch.save(resume_state, tmp / RESUME)
+    write_json(tmp / "metrics.json", record)
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    for _, d in checkpoints(fold_dir):
+        if d != final:
+            (d / RESUME).unlink(missing_ok=True)
+    return final
+
+
+def prune(fold_dir: Path, keep: int, metric: str, protect: Path | None = None) -> None:
+    """Keep the `keep` best checkpoints by `metric` (ties: earlier step), and `protect`."""
+    if keep <= 0:
+        return
+    sign = 1.0 if metric == "val_loss" else -1.0
+    scored = []
+    for step, d in checkpoints(fold_dir):
+        m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+        scored.append((sign * m[metric], step, d))
+    for _, _, d in sorted(scored)[keep:]:
+        if d != protect:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------- the loop
+
+def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
+               callbacks: tuple[Callable[[dict], None], ...] = ()) -> None:
+    """Train fold k on its training rows, evaluating and checkpointing on its held-out rows."""
+    from accelerate.utils import set_seed
+
+    t = cfg.train
+    t0 = time.time()
+    fold_dir = rd.fold(k)
+    main = acc.is_main_process
+    if main:
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        for tmp in fold_dir.glob(".tmp-step*"):  # a checkpoint interrupted while being written
+            shutil.rmtree(tmp, ignore_errors=True)
+    acc.wait_for_everyone()
+    resume = resumable(fold_dir)
+    set_seed(t.seed + k)
+
+    model, tokenizer = tm.build_model(cfg, comp.labels, checkpoint=resume)
+    in_valid = folds["fold"].to_numpy() == k
+    train_rows, valid_rows = np.flatnonzero(~in_valid), np.flatnonzero(in_valid)
+    Y = comp.Y.astype(np.float32)
+    seqs = tm.encode(tokenizer, comp.train_texts, cfg)
+    lengths = np.array([len(s) for s in seqs])[train_rows]
+    pad_id, side = tokenizer.pad_token_id, tokenizer.padding_side
+    loss_fn = make_loss(t, torch.from_numpy(pos_weight(Y[train_rows], t.pos_weight, t.pos_weight_clip)))
+
+    world, rank = acc.num_processes, acc.process_index
+    n_micro = len(epoch_batches(lengths, t.batch_size, world, 0, False))
+    steps_per_epoch = math.ceil(n_micro / t.grad_accum)
+    total = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * steps_per_epoch)
+    if cfg.model.method != "qlora":  # a 4-bit model is placed on its GPU when loaded and cannot be moved
+        model.to(acc.device)
+    opt, sched = make_optimizer(model, cfg, total, fused=acc.device.type == "cuda")
+    pos = {"step": 0, "epoch": 0, "micro": 0, "elapsed_s": 0.0}
+    if resume is not None:
+        state = torch.load(resume / RESUME, map_location="cpu", weights_only=False)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        pos = state["position"]
+    model, opt = acc.prepare(model, opt)
+    model.train()
+
+    step, epoch, start_micro = pos["step"], pos["epoch"], pos["micro"]
+    history = fold_dir / "history.jsonl"
+    if main:
+        acc.print(f"[{cfg.exp}] fold {k}: {len(train_rows)} train / {len(valid_rows)} held-out rows, {total} steps "
+                  f"({steps_per_epoch}/epoch, batch {t.batch_size}x{world} proc x{t.grad_accum} accum), "
+                  f"{tm.describe(model)}, precision {tm.resolve_precision(cfg)}, device {acc.device}"
+                  + (f"; resuming at step {step} from {resume}" if resume else ""))
+        _append(history, {"event": "resume" if resume else "start", "step": step, "total_steps": total,
+                          "processes": world})
+    if t.report_to == "wandb":
+        acc.init_trackers(cfg.extra.get("wandb_project", "multilabel-text"), config=to_dict(cfg),
+                          init_kwargs={"wandb": {"name": f"{cfg.exp}-fold{k}", "group": cfg.exp}})
+
+    zero = torch.zeros((), device=acc.device)
+    step_loss, log_loss, eval_loss = zero.clone(), zero.clone(), zero.clone()
+    log_steps = eval_steps = log_rows = 0
+    t_log, last_f1 = time.time(), float("nan")
+    bar = tqdm(total=total, initial=step, desc=f"fold {k}", unit="step", disable=not main, dynamic_ncols=True)
+    while step < total:
+        batches = epoch_batches(lengths, t.batch_size, world, t.seed + k + 7919 * epoch, t.group_by_length)
+        for i in range(start_micro, len(batches)):
+            rows = train_rows[batches[i][rank::world]]
+            group = min(t.grad_accum, len(batches) - (i - i % t.grad_accum))  # micro-batches in this update
+            sync = (i + 1) % t.grad_accum == 0 or i + 1 == len(batches)
+            batch = tm.pad_batch([seqs[r] for r in rows], pad_id, side, 8 if acc.device.type == "cuda" else 1)
+            batch = {key: v.to(acc.device, non_blocking=True) for key, v in batch.items()}
+            y = torch.from_numpy(Y[rows]).to(acc.device, non_blocking=True)
+            with contextlib.nullcontext() if sync else acc.no_sync(model):
+                loss = loss_fn(model(**batch).logits, y) / group
+                acc.backward(loss)
+            step_loss += loss.detach()
+            log_rows += len(rows) * world
+            if not sync:
+                continue
+            if t.max_grad_norm > 0:
+                acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            log_loss += step_loss
+            eval_loss += step_loss
+            step_loss.zero_()
+            log_steps += 1
+            eval_steps += 1
+            bar.update(1)
+            lr = t.lr * lr_factor(step - 1, total, round(t.warmup_ratio * total), t.scheduler)  # of this step
+
+            if step % t.log_every == 0 or step == total:  # the only host syncs besides evaluation
+                train_loss = log_loss.item() / log_steps
+                rate = log_rows / (time.time() - t_log)
+                bar.set_postfix(loss=f"{train_loss:.4f}", f1=f"{last_f1:.4f}", lr=f"{lr:.2e}")
+                if main:
+                    _append(history, {"step": step, "train_loss": train_loss, "lr": lr, "samples_per_s": rate})
+                acc.log({"train/loss": train_loss, "train/lr": lr, "train/samples_per_s": rate}, step=step)
+                log_loss.zero_()
+                log_steps, log_rows, t_log = 0, 0, time.time()
+
+            epoch_end = i + 1 == len(batches)
+            if (t.eval_every > 0 and step % t.eval_every == 0) or epoch_end or step == total:
+                logits = evaluate(acc, model, seqs, valid_rows, pad_id, side, t.eval_batch_size)
+                train_loss = acc.reduce(eval_loss, "mean").item() / max(eval_steps, 1)
+                eval_loss.zero_()
+                eval_steps = 0
+                nxt = {"epoch": epoch + 1, "micro": 0} if epoch_end else {"epoch": epoch, "micro": i + 1}
+                elapsed = pos["elapsed_s"] + time.time() - t0
+                if main:
+                    scores, probs = eval_metrics(comp.Y[valid_rows], logits, comp.labels)
+                    record = {"fold": k, "step": step, "epoch": round(step / steps_per_epoch, 4),
+                              "train_loss": train_loss, "val_loss": scores.pop("val_loss"), **scores,
+                              "lr": lr, "elapsed_s": round(elapsed, 2)}
+                    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
+                             "position": {"step": step, **nxt, "elapsed_s": elapsed}}
+                    saved = save_checkpoint(fold_dir, step, acc.unwrap_model(model), tokenizer, record, probs, state)
+                    prune(fold_dir, t.keep_top_k, t.keep_metric, protect=saved)
+                    _append(history, {"event": "eval", **{key: record[key] for key in (
+                        "step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned", "elapsed_s")}})
+                    last_f1 = record["f1_tuned"]
+                    bar.set_postfix(loss=f"{train_loss:.4f}", f1=f"{last_f1:.4f}", lr=f"{lr:.2e}")
+                    acc.log({f"eval/{key}": record[key] for key in ("val_loss", "f1_at_0.5", "f1_tuned")},
+                            step=step)
+                    for callback in callbacks:
+                        callback(record)
+                acc.wait_for_everyone()
+            if step >= total:
+                break
+        else:
+            epoch, start_micro = epoch + 1, 0
+    bar.close()
+    _finish_fold(cfg, fold_dir, k, step, pos["elapsed_s"] + time.time() - t0, acc)
+
+
+def _finish_fold(cfg: Config, fold_dir: Path, k: int, steps: int, elapsed: float, acc) -> None:
+    """Prune to the best K, write done.json and drop the resume state (no longer needed)."""
+    if acc.is_main_process:
+        t = cfg.train
+        prune(fold_dir, t.keep_top_k, t.keep_metric)
+        ckpts = checkpoints(fold_dir)
+        best: dict = {}
+        for _, d in ckpts:
+            m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+            if not best or m["f1_tuned"] > best["f1_tuned"]:
+                best = {key: m[key] for key in ("step", "f1_tuned", "f1_at_0.5", "val_loss")}
+        write_json(fold_dir / "done.json", {"fold": k, "steps": steps, "elapsed_s": round(elapsed, 2),
+                                            "checkpoints": [s for s, _ in ckpts], "best_f1_tuned": best})
+        for _, d in ckpts:
+            (d / RESUME).unlink(missing_ok=True)
+        nan = float("nan")
+        acc.print(f"[{cfg.exp}] fold {k} done in {elapsed:.0f} s: best macro-F1 {best.get('f1_tuned', nan):.4f} "
+                  f"(at 0.5: {best.get('f1_at_0.5', nan):.4f}) at step {best.get('step')}")
+    if cfg.train.report_to == "wandb":
+        acc.end_training()
+    acc.wait_for_everyone()
+
+
+def accelerator(cfg: Config):
+    """The Accelerator: mixed precision from `train.precision`, CPU processes when there is no CUDA GPU."""
+    import importlib.util
+
+    from accelerate import Accelerator
+
+    if cfg.train.report_to not in ("none", "", "wandb"):
+        raise UserError(f"train.report_to must be none or wandb, got {cfg.train.report_to!r}")
+    if cfg.train.report_to == "wandb" and importlib.util.find_spec("wandb") is None:
+        raise UserError("train.report_to=wandb needs `pip install wandb` and WANDB_API_KEY in the environment")
+    if torch.cuda.is_available():  # TF32 matmuls for whatever still runs in float32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return Accelerator(mixed_precision=tm.resolve_precision(cfg), cpu=not torch.cuda.is_available(),
+                       log_with="wandb" if cfg.train.report_to == "wandb" else None)
+
+
+def check_train_config(cfg: Config) -> None:
+    t = cfg.train
+    if cfg.model_type != "transformer":
+        raise UserError(f"src.train fine-tunes transformers: the config's model_type is {cfg.model_type!r}")
+    if t.keep_metric not in KEEP_METRICS:
+        raise UserError(f"train.keep_metric must be one of {KEEP_METRICS}, got {t.keep_metric!r}")
+    for name in ("batch_size", "eval_batch_size", "grad_accum", "log_every"):
+        if getattr(t, name) < 1:
+            raise UserError(f"train.{name} must be >= 1, got {getattr(t, name)}")
+    if t.max_steps <= 0 and t.epochs <= 0:
+        raise UserError("set train.epochs > 0 or train.max_steps > 0")
+    if cfg.model.method not in tm.METHODS:
+        raise UserError(f"model.method must be one of {tm.METHODS}, got {cfg.model.method!r}")
+    if t.scheduler not in ("linear", "cosine", "constant"):
+        raise UserError(f"train.scheduler must be linear, cosine or constant, got {t.scheduler!r}")
+    if not 0 < t.layer_lr_decay <= 1:
+        raise UserError(f"train.layer_lr_decay must be in (0, 1], got {t.layer_lr_decay}")
+    make_loss(t)  # checks train.loss and train.label_smoothing
+    tm.resolve_precision(cfg)
+
+
+def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
+                callbacks: tuple[Callable[[dict], None], ...] = ()) -> None:
+    """Train every fold of `folds_for_run(cfg)`: skip finished folds (done.json), resume an unfinished one.
+    `callbacks` get each checkpoint's metrics record (main process)."""
+    check_train_config(cfg)
+    acc = accelerator(cfg)
+    for k in folds_for_run(cfg):
+        done = rd.fold(k) / "done.json"
+        if done.is_file():
+            acc.print(f"[{cfg.exp}] fold {k}: already trained ({done}), skipped")
+            continue
+        train_fold(cfg, comp, folds, rd, k, acc, callbacks)
+
+
+def parse_folds(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--folds must be comma-separated fold numbers like 0,3, got {text!r}") from None
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    from accelerate import PartialState
+
+    p = argparse.ArgumentParser(prog="python -m src.train", description="Fine-tune a transformer per fold.")
+    p.add_argument("--config", required=True, help="YAML config with model_type: transformer")
+    p.add_argument("--folds", default=None, help="folds to train, e.g. 0,3 (sets folds.run; default: all)")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.max_steps=300")
+    a = p.parse_args(argv)
+    cfg = load_config(a.config, a.overrides)
+    if a.folds is not None:
+        cfg.folds.run = parse_folds(a.folds)
+    check_train_config(cfg)
+    folds_for_run(cfg)
+    comp = load_competition(cfg.data)
+    state = PartialState(cpu=not torch.cuda.is_available())
+    with state.main_process_first():
+        folds, _ = ensure_folds(cfg, comp, verbose=state.is_main_process)
+    rd = RunDir.of(cfg)
+    if state.is_main_process:
+        write_text(rd.config, dump_config(cfg))
+    train_folds(cfg, comp, folds, rd)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""model_type llm end to end on synthetic data with a tiny random decoder saved to disk."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from tiny_lm import save_decoder, single_threaded  # noqa: F401 (autouse fixture)
+
+from src.config import load_config
+from src.llm import sampling
+from src.pipeline import run
+
+
+@pytest.fixture(scope="module")
+def decoder(tmp_path_factory):
+    corpus = pd.read_csv(__import__("synth").make_competition(tmp_path_factory.mktemp("c")) / "train.csv")
+    return save_decoder(tmp_path_factory.mktemp("lm"), corpus["Tweet"].tolist() + ["anger joy fear trust none"])
+
+
+def test_multi_prompt_subset_run(workdir, comp_dir, decoder):
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", "exp=m", "model_type=llm", "folds.n_folds=5",
+                             f"model.name_or_path={decoder}", "llm.max_train_rows=24", "llm.max_test_rows=6",
+                             "llm.max_new_tokens=6", "llm.batch_size=4"])
+    result = run(cfg)
+    assert not result["complete"] and result["oof_rows"] == 24
+    assert not (workdir / "submissions/m.csv").exists()  # partial OOF: metrics, no submission
+    root = workdir / "checkpoints/m"
+    oof, test = pd.read_csv(root / "oof.csv"), pd.read_csv(root / "test.csv")
+    assert len(test) == 6 and oof["fold"].between(0, 4).all()
+    probs = oof[["anger", "joy", "fear", "trust"]].to_numpy()
+    assert ((probs >= 0) & (probs <= 1)).all()
+    for m in ("first", "max", "mean", "parsed"):
+        assert len(pd.read_csv(root / f"methods/{m}_oof.csv")) == 24
+    maxed = pd.read_csv(root / "methods/max_oof.csv")[["anger", "joy", "fear", "trust"]].to_numpy()
+    first = pd.read_csv(root / "methods/first_oof.csv")[["anger", "joy", "fear", "trust"]].to_numpy()
+    assert (maxed >= first - 1e-6).all()
+    steps = [json.loads(line) for line in (root / "steps_oof.jsonl").read_text().splitlines()]
+    assert len(steps) == 24 and all(len(s["steps"]) >= 1 and isinstance(s["answer"], str) for s in steps)
+    assert all(abs(sum(s["steps"][0]) - 1) < 1e-3 and len(s["steps"][0]) == 5 for s in steps)  # 4 labels + none
+    analysis = json.loads((root / "analysis.json").read_text())
+    assert set(analysis["methods"]) == {"first", "max", "mean", "parsed"} and analysis["steps"][0]["rows"] == 24
+    for png in ("methods_f1.png", "calibration.png", "label_counts.png", "steps.png", "roc.png"):
+        assert (root / "report" / png).stat().st_size > 1000
+
+
+def test_unary_few_shot_draws_examples_from_training_folds_only(workdir, comp_dir, decoder, monkeypatch):
+    seen = []
+    real = sampling.unary_shots
+
+    def spy(rng, pool, y, n):
+        seen.append(set(pool.tolist()))
+        return real(rng, pool, y, n)
+
+    monkeypatch.setattr(sampling, "unary_shots", spy)
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", "exp=u", "model_type=llm", "folds.n_folds=5",
+                             f"model.name_or_path={decoder}", "llm.prompt=unary", "llm.n_shots=2",
+                             "llm.max_train_rows=10", "llm.max_test_rows=-1", "llm.chat_template=false"])
+    result = run(cfg)
+    assert result["oof_rows"] == 10 and not (workdir / "checkpoints/u/test.csv").exists()
+    folds = pd.read_csv(next((workdir / "folds").glob("*.csv")))
+    oof = pd.read_csv(workdir / "checkpoints/u/oof.csv")
+    fold_rows = {k: set(np.flatnonzero(folds["fold"].to_numpy() == k)) for k in oof["fold"].unique()}
+    assert len(seen) == 4 * len(fold_rows)  # one draw per label per scored fold
+    for pool in seen:
+        held_out = [k for k, rows in fold_rows.items() if not pool & rows]
+        assert len(held_out) == 1 and len(pool) == 160  # the pool is the other four folds
+    assert json.loads((workdir / "checkpoints/u/analysis.json").read_text())["methods"].keys() == {"unary"}
