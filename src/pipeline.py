@@ -97,7 +97,8 @@ def finalize(cfg: Config, comp: Competition | None = None, folds: pd.DataFrame |
         result["submission"] = str(rd.submission)
         print(f"[{cfg.exp}] submission: {rd.submission}")
     else:
-        print(f"[{cfg.exp}] partial run (folds {result['folds']} of {cfg.folds.n_folds}): no submission written; "
-              "train the remaining folds first")
+        missing = "folds" if len(result["folds"]) < cfg.folds.n_folds else "rows (a row subset was scored)"
+        print(f"[{cfg.exp}] partial run: OOF covers {len(oof)} of {len(comp.train)} train rows, folds "
+              f"{result['folds']} of {cfg.folds.n_folds}; no submission written until the missing {missing} are in")
     write_json(rd.metrics, result)
     return result

@@ -36,3 +36,12 @@ def test_validate_rejects(sample, bad, msg, tmp_path):
 def test_missing_ids(sample):
     with pytest.raises(UserError, match="lack 1 test ids"):
         submission.build(["a", "b"], np.ones((2, 2)), sample)
+
+
+def test_written_files_get_usual_permissions(sample, tmp_path):
+    import os
+
+    path = submission.write(submission.build(["b", "a", "c"], np.ones((3, 2)), sample), sample, tmp_path / "s.csv")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
