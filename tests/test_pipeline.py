@@ -53,3 +53,16 @@ def test_tfidf_grid_search_reaches_the_model(comp_dir):
     model = fit(cfg, df["Tweet"].tolist(), df[["anger", "joy", "fear", "trust"]].to_numpy())
     assert model.get_params()["clf__estimator__C"] == 10.0  # keyword data: weak regularization wins
     assert model.get_params()["features__word__ngram_range"] == (1, 1)
+
+
+def test_finalize_without_every_test_row_writes_no_submission(workdir, comp_dir):
+    from src.pipeline import finalize
+
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", "exp=s", "folds.n_folds=5", "tfidf.min_df=1",
+                             "output.plots=false"])
+    assert "submission" in run(cfg)
+    test = workdir / "checkpoints/s/test.csv"
+    pd.read_csv(test).iloc[:10].to_csv(test, index=False)
+    (workdir / "submissions/s.csv").unlink()
+    result = finalize(cfg)
+    assert result["complete"] and "submission" not in result and not (workdir / "submissions/s.csv").exists()

@@ -63,17 +63,22 @@ def _rows_in(items: list, size: int):
     return [items[s: s + size] for s in range(0, len(items), size)]
 
 
+def _batch_cache(run: Runner, gcache, b: int):
+    """A cache for `b` rows, holding the shared global prefix (`gcache`) when there is one."""
+    if gcache is None:
+        return run.new_cache()
+    cache = copy.deepcopy(gcache)
+    cache.batch_repeat_interleave(b)
+    return cache
+
+
 def _row_stage(run: Runner, batch: list, gcache, g: int):
     """Cache of each row's shared tokens (after the global prefix): (cache, past mask, next positions)."""
     b = len(batch)
     start = torch.full((b,), g, dtype=torch.long, device=run.device)
     if max(r for *_, r in batch) == 0:
         return None, None, start
-    if gcache is not None:
-        cache = copy.deepcopy(gcache)
-        cache.batch_repeat_interleave(b)
-    else:
-        cache = run.new_cache()
+    cache = _batch_cache(run, gcache, b)
     past = torch.ones(b, g, dtype=torch.long, device=run.device)
     parts = [inputs[0][g:r] for inputs, _, r in batch]
     if max(len(p) for p in parts) > 0:
@@ -164,11 +169,7 @@ def greedy_answers(model, tok, prompts: list[str], add_special_tokens: bool, max
     answers = [""] * len(prompts)
     for batch in tqdm(_rows_in(order, batch_size), desc=desc, disable=desc is None, unit="batch"):
         b = len(batch)
-        if gcache is not None:
-            cache = copy.deepcopy(gcache)
-            cache.batch_repeat_interleave(b)
-        else:
-            cache = run.new_cache()
+        cache = _batch_cache(run, gcache, b)
         past = torch.ones(b, g, dtype=torch.long, device=run.device)
         start = torch.full((b,), g, dtype=torch.long, device=run.device)
         logits, m = run.forward([encoded[i][g:] for i in batch], cache, past, start)
