@@ -58,10 +58,10 @@ exec > >(tee -a "$LOG") 2>&1  # everything below goes to the screen and the log
 echo "train.sh: $CONFIG ${ARGS[*]:-} (log: $LOG)"
 
 # 1. The fold file, made by one process before any training process starts (so they never race to write it).
-"$PY" -m src folds --config "$CONFIG" "${ARGS[@]}"
+"$PY" -m src folds --config "$CONFIG" ${ARGS[@]+"${ARGS[@]}"}
 read -r MODEL_TYPE SUB METRICS < <("$PY" -c "import sys; from src.config import load_config; from src.rundir import \
 RunDir; cfg = load_config(sys.argv[1], sys.argv[2:]); rd = RunDir.of(cfg); print(cfg.model_type, rd.submission, rd.metrics)" \
-  "$CONFIG" "${ARGS[@]}")
+  "$CONFIG" ${ARGS[@]+"${ARGS[@]}"})
 
 # 2. Several GPUs: the folds train in data-parallel processes (accelerate launch); done folds are skipped.
 NPROC=1
@@ -70,11 +70,11 @@ if [ "$NPROC" -gt 1 ]; then
   echo "train.sh: training in $NPROC processes (accelerate launch; without CUDA they are CPU processes)"
   # (mixed precision comes from the config's train.precision, which overrides the launcher's "no")
   "$PY" -m accelerate.commands.launch --multi_gpu --num_processes "$NPROC" --num_machines 1 --mixed_precision no \
-    --dynamo_backend no -m src.train --config "$CONFIG" "${ARGS[@]}"
+    --dynamo_backend no -m src.train --config "$CONFIG" ${ARGS[@]+"${ARGS[@]}"}
 fi
 
 # 3. One process: train what is left (everything, with one GPU), select checkpoints, predict, thresholds, submission.
-"$PY" -m src run --config "$CONFIG" "${ARGS[@]}"
+"$PY" -m src run --config "$CONFIG" ${ARGS[@]+"${ARGS[@]}"}
 
 if [ "$SUBMIT" = 1 ]; then
   if ! "$PY" -c "import json, sys; sys.exit(not json.load(open(sys.argv[1]))['complete'])" "$METRICS" || [ ! -f "$SUB" ]; then

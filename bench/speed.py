@@ -173,7 +173,7 @@ def main() -> None:
 
     results = {}
     for name, fn in (("project", project), ("hf_trainer", peer)):
-        if a.only and not name.startswith(a.only):
+        if a.only and fn.__name__ != a.only:
             continue
         r = fn(cfg, comp, folds, a.fold, out)
         epochs = r["steps"] * cfg.train.batch_size * cfg.train.grad_accum / n_train

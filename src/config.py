@@ -44,8 +44,8 @@ class TfidfConfig:
     max_features: int = 200_000  # per vectorizer
     sublinear_tf: bool = True
     lowercase: bool = True
-    classifier: str = "logreg"  # logreg | svc (linear SVM, sigmoid-calibrated) | sgd | cnb (complement naive Bayes)
-    C: float = 1.0  # logreg/svc regularization; sgd: alpha = 1 / (C * rows); cnb: alpha = 1 / C
+    classifier: str = "logreg"  # logreg | svc (linear SVM, sigmoid-calibrated) | cnb (complement naive Bayes)
+    C: float = 1.0  # logreg/svc regularization; cnb: alpha = 1 / C
     class_weight: str = "balanced"  # balanced | none
     grid_search: bool = False  # GridSearchCV over grid_C x grid_word_ngram, scored by macro-F1
     grid_C: list[float] = field(default_factory=lambda: [0.3, 1.0, 3.0])
@@ -228,6 +228,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
+    if tp is int and isinstance(value, float):
+        if not value.is_integer():
+            raise UserError(f"config '{key}' must be a whole number, got {value!r}")
+        return int(value)
     if tp is str:
         if isinstance(value, bool):  # YAML 1.1 reads no/yes/off/on as booleans: `precision: no` means "no"
             return "yes" if value else "no"

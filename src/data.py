@@ -56,6 +56,11 @@ class Competition:
         return self.test[self.text_col].tolist()
 
 
+def dataset_name(cfg: DataConfig) -> str:
+    """The dataset's name in fold file names: `data.name`, else the data folder's name."""
+    return cfg.name or Path(cfg.data_dir).resolve().name
+
+
 def missing_data_message(data_dir: Path) -> str:
     return (
         f"data folder '{data_dir}' lacks {', '.join(f for f in FILES if not (data_dir / f).is_file())}. "
@@ -177,7 +182,7 @@ def load_competition(cfg: DataConfig) -> Competition:
     _check_texts(train, id_col, text_col, "train.csv")
     train = _check_labels(train, id_col, labels, "train.csv")
     return Competition(
-        name=cfg.name or data_dir.resolve().name,
+        name=dataset_name(cfg),
         data_dir=data_dir,
         id_col=id_col,
         text_col=text_col,

@@ -29,11 +29,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from src import metrics, report, thresholds
-from src.config import Config, ThresholdConfig, dump_config, load_config, load_saved_sections
+from src.config import ThresholdConfig, dump_config, load_config, load_saved_sections
 from src.data import Competition, load_competition
 from src.errors import UserError, cli
 from src.fileio import write_json, write_text
-from src.folds import ensure_folds
+from src.folds import ensure_folds, fold_path
 from src.rundir import RunDir, read_probs, write_probs
 
 METHODS = ("prob", "rank")
@@ -47,18 +47,12 @@ class Member:
     test: np.ndarray  # [test rows in test.csv order, labels]
 
 
-def fold_file_name(cfg: Config) -> str:
-    """The fold file a run's config names (as src.folds.fold_path builds it)."""
-    data_name = cfg.data.name or Path(cfg.data.data_dir).resolve().name
-    return f"{data_name}_k{cfg.folds.n_folds}_s{cfg.folds.seed}.csv"
-
-
 def load_member(name: str, checkpoints_dir: str, comp: Competition, folds: pd.DataFrame, fold_file: str) -> Member:
     """A finished run's OOF and test probabilities, refused unless complete and on the blend's folds."""
     rd = RunDir(Path(checkpoints_dir) / name, Path("."))
     if not rd.config.is_file():
         raise UserError(f"{rd.root} has no config.yaml: is '{name}' a finished run?")
-    member_file = fold_file_name(load_saved_sections(rd.config, ["data", "folds"]))
+    member_file = fold_path(load_saved_sections(rd.config, ["data", "folds"])).name
     if member_file != fold_file:
         raise UserError(f"member '{name}' was built on fold file {member_file}, the blend uses {fold_file}")
     oof = read_probs(rd.oof, comp.labels)
@@ -168,14 +162,14 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
         raise UserError(f"{first.parent} has no config.yaml: is '{names[0]}' a finished run?")
     cfg = load_saved_sections(first, ["data", "folds", "thresholds"], [*(overrides or []), f"exp={out}"])
     comp = load_competition(cfg.data)
-    folds, fold_path = ensure_folds(cfg, comp, verbose=False)
-    members = [load_member(n, cfg.output.checkpoints_dir, comp, folds, fold_file_name(cfg)) for n in names]
+    folds, fold_file = ensure_folds(cfg, comp, verbose=False)
+    members = [load_member(n, cfg.output.checkpoints_dir, comp, folds, fold_file.name) for n in names]
     Y, fold, tc = comp.Y, folds["fold"].to_numpy(), cfg.thresholds
     X, X_test = transform(members, method)
 
     w, best = optimize(X, Y, tc, trials, seed)
     member_f1 = [score(Y, x, tc) for x in X]
-    info = {"method": method, "trials": trials, "seed": seed, "fold_file": str(fold_path),
+    info = {"method": method, "trials": trials, "seed": seed, "fold_file": str(fold_file),
             "members": {n: {"weight": round(float(wi), 4), "oof_macro_f1": round(f, 6)}
                         for n, wi, f in zip(names, w, member_f1)},
             "oof_macro_f1": round(best, 6),

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from src.config import Config, load_config
-from src.data import Competition, load_competition
+from src.data import Competition, dataset_name, load_competition
 from src.errors import UserError, cli
 from src.fileio import read_csv, write_csv
 
 
-def fold_path(cfg: Config, comp: Competition) -> Path:
-    return Path(cfg.folds.dir) / f"{comp.name}_k{cfg.folds.n_folds}_s{cfg.folds.seed}.csv"
+def fold_path(cfg: Config) -> Path:
+    return Path(cfg.folds.dir) / f"{dataset_name(cfg.data)}_k{cfg.folds.n_folds}_s{cfg.folds.seed}.csv"
 
 
 def make_folds(ids: list[str], Y: np.ndarray, n_folds: int, seed: int) -> pd.DataFrame:
@@ -62,7 +62,7 @@ def load_folds(path: str | Path, comp: Competition) -> pd.DataFrame:
 
 def ensure_folds(cfg: Config, comp: Competition, verbose: bool = True) -> tuple[pd.DataFrame, Path]:
     """Load the config's fold file, or make and save it if it does not exist yet."""
-    path = fold_path(cfg, comp)
+    path = fold_path(cfg)
     if path.is_file():
         folds = load_folds(path, comp)
         if folds["fold"].nunique() != cfg.folds.n_folds:

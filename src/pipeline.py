@@ -21,9 +21,21 @@ from src.models import family
 from src.rundir import RunDir, read_probs
 
 
+def check_config(cfg: Config) -> None:
+    """Settings used only after training, checked before it starts (a typo should not cost a training run)."""
+    from src.checkpoints import RULES
+
+    family(cfg.model_type)
+    if cfg.thresholds.mode not in thresholds.MODES:
+        raise UserError(f"thresholds.mode must be one of {', '.join(thresholds.MODES)}, got {cfg.thresholds.mode!r}")
+    if cfg.select.rule not in RULES:
+        raise UserError(f"select.rule must be one of {', '.join(RULES)}, got {cfg.select.rule!r}")
+
+
 def run(cfg: Config) -> dict:
     """Train every fold of the configured model, then finalize. Returns the run's metrics."""
     t0 = time.time()
+    check_config(cfg)
     comp = load_competition(cfg.data)
     folds, fold_file = ensure_folds(cfg, comp)
     rd = RunDir.of(cfg)
@@ -96,6 +108,7 @@ def finalize(cfg: Config, comp: Competition | None = None, folds: pd.DataFrame |
         result["submission"] = str(rd.submission)
         print(f"[{cfg.exp}] submission: {rd.submission}")
     else:
+        rd.submission.unlink(missing_ok=True)  # an older complete run's file would no longer match this run
         print(f"[{cfg.exp}] partial run: OOF covers {len(oof)} of {len(comp.train)} train rows (folds "
               f"{result['folds']} of {cfg.folds.n_folds}), test probabilities {n_test} of {len(comp.test)} rows; "
               "a submission is written once every fold and every row is in")

@@ -59,7 +59,8 @@ def test_key(cfg: Config, comp: Competition) -> dict:
     for i, t in zip(comp.test_ids, comp.test_texts):
         h.update(f"{i}\t{t}\n".encode())
     return {"test_sha1": h.hexdigest(), "labels": list(comp.labels), "max_length": cfg.model.max_length,
-            "text_prefix": cfg.model.text_prefix}
+            "text_prefix": cfg.model.text_prefix, "name_or_path": cfg.model.name_or_path,
+            "padding_side": cfg.model.padding_side, "dtype": cfg.model.dtype, "precision": cfg.train.precision}
 
 
 def _cached_test_probs(step_dir: Path, key: dict, n_rows: int, n_labels: int) -> np.ndarray | None:

@@ -12,10 +12,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from src import metrics  # noqa: E402
 from src.fileio import atomic_path  # noqa: E402
 
 
-def _save(fig, path: Path) -> Path:
+def save_png(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -38,7 +39,7 @@ def roc_curves(Y: np.ndarray, probs: np.ndarray, labels: list[str], path: Path) 
         order = np.argsort(-p, kind="stable")
         tpr = np.r_[0, np.cumsum(y[order]) / max(y.sum(), 1)]
         fpr = np.r_[0, np.cumsum(~y[order]) / max((~y).sum(), 1)]
-        auc = float(np.trapezoid(tpr, fpr))
+        auc = metrics.roc_auc(y, p)
         ax.plot(fpr, tpr, lw=1.5)
         ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=0.8)
         ax.set_title(f"{lab}  AUC {auc:.3f}", fontsize=9)
@@ -46,7 +47,7 @@ def roc_curves(Y: np.ndarray, probs: np.ndarray, labels: list[str], path: Path) 
         ax.set_ylabel("TPR", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.suptitle("ROC per label (out-of-fold)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def confusion_matrices(Y: np.ndarray, P: np.ndarray, labels: list[str], path: Path) -> Path:
@@ -62,7 +63,7 @@ def confusion_matrices(Y: np.ndarray, P: np.ndarray, labels: list[str], path: Pa
         ax.set_yticks([0, 1], ["true 0", "true 1"], fontsize=7)
         ax.set_title(lab, fontsize=9)
     fig.suptitle("Confusion matrix per label (out-of-fold, tuned thresholds)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def f1_bars(table: pd.DataFrame, path: Path, title: str = "Per-label F1 (out-of-fold)") -> Path:
@@ -76,7 +77,7 @@ def f1_bars(table: pd.DataFrame, path: Path, title: str = "Per-label F1 (out-of-
     ax.set_title(title)
     ax.legend(fontsize=8)
     plt.setp(ax.get_xticklabels(), rotation=45, ha="right")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def write_all(report_dir: Path, Y, probs, P, table: pd.DataFrame, labels: list[str]) -> list[Path]:
@@ -102,7 +103,7 @@ def checkpoint_curves(tables: dict[int, pd.DataFrame], selected: dict[int, int],
     ax_f1.set(xlabel="step", ylabel="macro-F1", title="Macro-F1 (tuned thresholds; dashed: at 0.5)")
     ax_f1.legend(fontsize=7, ncol=2)
     fig.suptitle("Checkpoints per fold (circled: selected)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def f1_comparison(per_label_f1: dict[str, pd.Series], path: Path, title: str = "Per-label OOF F1") -> Path:
@@ -121,4 +122,4 @@ def f1_comparison(per_label_f1: dict[str, pd.Series], path: Path, title: str = "
     ax.set_ylabel("F1")
     ax.set_title(title)
     ax.legend(fontsize=7, title="run (macro-F1)", title_fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -8,6 +8,7 @@ from src.config import ThresholdConfig
 from src.errors import UserError
 from src.metrics import f1_per_label
 
+MODES = ("per_label", "global", "fixed")
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 
 
@@ -38,7 +39,7 @@ def tune(Y: np.ndarray, probs: np.ndarray, cfg: ThresholdConfig) -> np.ndarray:
     if cfg.mode == "global":
         scores = [f1_per_label(Y, probs >= t).mean() for t in GRID]
         return np.full(n, GRID[int(np.argmax(scores))])
-    raise UserError(f"thresholds.mode must be per_label, global or fixed, got {cfg.mode!r}")
+    raise UserError(f"thresholds.mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
 
 
 def apply(probs: np.ndarray, thresholds: np.ndarray, min_one: bool = False) -> np.ndarray:

@@ -5,6 +5,7 @@ import pytest
 
 from src.__main__ import main as cli_main
 from src.config import load_config
+from src.errors import UserError
 from src.pipeline import run
 
 
@@ -66,3 +67,11 @@ def test_finalize_without_every_test_row_writes_no_submission(workdir, comp_dir)
     (workdir / "submissions/s.csv").unlink()
     result = finalize(cfg)
     assert result["complete"] and "submission" not in result and not (workdir / "submissions/s.csv").exists()
+
+
+@pytest.mark.parametrize("bad", ["thresholds.mode=perlabel", "select.rule=best", "model_type=xgb"])
+def test_typos_in_late_settings_stop_before_training(workdir, comp_dir, bad):
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", bad])
+    with pytest.raises(UserError):
+        run(cfg)
+    assert not (workdir / "folds").exists()

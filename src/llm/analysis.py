@@ -26,7 +26,8 @@ import pandas as pd  # noqa: E402
 from src import metrics, thresholds  # noqa: E402
 from src.config import Config, ThresholdConfig, load_config  # noqa: E402
 from src.errors import UserError, cli  # noqa: E402
-from src.fileio import atomic_path, write_csv, write_json  # noqa: E402
+from src.fileio import write_csv, write_json  # noqa: E402
+from src.report import save_png  # noqa: E402
 from src.rundir import RunDir, read_probs  # noqa: E402
 
 
@@ -95,13 +96,6 @@ def step_table(records: list[dict], th: np.ndarray, n_labels: int) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
-def _save(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
 def plot_methods(table: pd.DataFrame, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(table) + 2), 3.6))
     x = np.arange(len(table))
@@ -114,7 +108,7 @@ def plot_methods(table: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_ylim(0, 1)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_calibration(curves: dict[str, tuple], eces: dict[str, float], path: Path) -> Path:
@@ -126,7 +120,7 @@ def plot_calibration(curves: dict[str, tuple], eces: dict[str, float], path: Pat
     ax.set_ylabel("fraction positive")
     ax.set_title("Calibration (all row x label cells)", fontsize=10)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_label_counts(Y: np.ndarray, preds: dict[str, np.ndarray], path: Path) -> Path:
@@ -142,7 +136,7 @@ def plot_label_counts(Y: np.ndarray, preds: dict[str, np.ndarray], path: Path) -
     ax.set_ylabel("fraction of rows")
     ax.set_xticks(bins[:-1])
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_steps(steps: pd.DataFrame, path: Path) -> Path:
@@ -161,7 +155,7 @@ def plot_steps(steps: pd.DataFrame, path: Path) -> Path:
     b.set_xlabel("label step")
     b.set_title("Labels passing per step", fontsize=10)
     b.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def summarize(named: dict[str, pd.DataFrame], comp, tcfg: ThresholdConfig, report: Path | None, title: str):
