@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import random
@@ -219,6 +220,29 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+NOT_IN_FINGERPRINT = ("report_to", "log_every", "keep_top_k", "keep_metric", "eval_batch_size")
+
+
+def fingerprint(cfg: Config, labels: list[str], held_out_ids, sections=("model", "lora", "train")) -> str:
+    """What a fold's trained model depends on: its held-out ids, the labels and the config `sections` (minus
+    logging/bookkeeping fields). A finished or resumable fold is reused only under the same fingerprint."""
+    tree = to_dict(cfg)
+    payload = {s: {key: v for key, v in tree[s].items() if not (s == "train" and key in NOT_IN_FINGERPRINT)}
+               for s in sections}
+    payload.update(labels=list(labels), held_out=hashlib.sha1("\n".join(held_out_ids).encode()).hexdigest())
+    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fold_fingerprint(cfg: Config, comp: Competition, folds, k: int) -> str:
+    return fingerprint(cfg, comp.labels, folds["id"].to_numpy()[folds["fold"].to_numpy() == k])
+
+
+def check_reuse(fold_dir: Path, saved: str | None, current: str, what: str) -> None:
+    if saved is not None and saved != current:
+        raise UserError(f"{fold_dir} holds a {what} made with other settings or folds (fingerprint {saved}, now "
+                        f"{current}): use another exp name, or delete {fold_dir} to train it again")
+
+
 def _append(path: Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -241,6 +265,10 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
             shutil.rmtree(tmp, ignore_errors=True)
     acc.wait_for_everyone()
     resume = resumable(fold_dir)
+    fp = fold_fingerprint(cfg, comp, folds, k)
+    if resume is None and checkpoints(fold_dir):
+        raise UserError(f"{fold_dir} has checkpoints but no resume state or done.json: delete it to train fold {k} "
+                        "again")
     set_seed(t.seed + k)
 
     model, tokenizer = tm.build_model(cfg, comp.labels, checkpoint=resume)
@@ -262,6 +290,9 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     pos = {"step": 0, "epoch": 0, "micro": 0, "elapsed_s": 0.0}
     if resume is not None:
         state = torch.load(resume / RESUME, map_location="cpu", weights_only=False)
+        check_reuse(fold_dir, state.get("fingerprint"), fp, "half-trained fold")
+        if state.get("processes", world) != world:
+            raise UserError(f"{resume} was saved by {state['processes']} processes; resume it with as many")
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
@@ -340,7 +371,8 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
                     record = {"fold": k, "step": step, "epoch": round(step / steps_per_epoch, 4),
                               "train_loss": train_loss, "val_loss": scores.pop("val_loss"), **scores,
                               "lr": lr, "elapsed_s": round(elapsed, 2)}
-                    state = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
+                    state = {"fingerprint": fp, "processes": world,
+                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
                              "position": {"step": step, **nxt, "elapsed_s": elapsed}}
                     saved = save_checkpoint(fold_dir, step, acc.unwrap_model(model), tokenizer, record, probs, state)
                     prune(fold_dir, t.keep_top_k, t.keep_metric, protect=saved)
@@ -358,10 +390,10 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
         else:
             epoch, start_micro = epoch + 1, 0
     bar.close()
-    _finish_fold(cfg, fold_dir, k, step, pos["elapsed_s"] + time.time() - t0, acc)
+    _finish_fold(cfg, fold_dir, k, step, pos["elapsed_s"] + time.time() - t0, acc, fp)
 
 
-def _finish_fold(cfg: Config, fold_dir: Path, k: int, steps: int, elapsed: float, acc) -> None:
+def _finish_fold(cfg: Config, fold_dir: Path, k: int, steps: int, elapsed: float, acc, fp: str) -> None:
     """Prune to the best K, write done.json and drop the resume state (no longer needed)."""
     if acc.is_main_process:
         t = cfg.train
@@ -372,7 +404,8 @@ def _finish_fold(cfg: Config, fold_dir: Path, k: int, steps: int, elapsed: float
             m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
             if not best or m["f1_tuned"] > best["f1_tuned"]:
                 best = {key: m[key] for key in ("step", "f1_tuned", "f1_at_0.5", "val_loss")}
-        write_json(fold_dir / "done.json", {"fold": k, "steps": steps, "elapsed_s": round(elapsed, 2),
+        write_json(fold_dir / "done.json", {"fold": k, "fingerprint": fp, "steps": steps,
+                                            "elapsed_s": round(elapsed, 2),
                                             "checkpoints": [s for s, _ in ckpts], "best_f1_tuned": best})
         for _, d in ckpts:
             (d / RESUME).unlink(missing_ok=True)
@@ -431,6 +464,8 @@ def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
     for k in folds_for_run(cfg):
         done = rd.fold(k) / "done.json"
         if done.is_file():
+            saved = json.loads(done.read_text(encoding="utf-8")).get("fingerprint")
+            check_reuse(rd.fold(k), saved, fold_fingerprint(cfg, comp, folds, k), "finished fold")
             acc.print(f"[{cfg.exp}] fold {k}: already trained ({done}), skipped")
             continue
         train_fold(cfg, comp, folds, rd, k, acc, callbacks)

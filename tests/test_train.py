@@ -118,6 +118,12 @@ def test_resume_after_interruption_continues_exactly(workdir, comp_dir, tiny_roo
     before = done.stat().st_mtime_ns
     train_folds(cut, comp, folds, rd_b)  # a finished fold is skipped
     assert done.stat().st_mtime_ns == before and steps(rd_b) == [5, 10, 15, 20, 25, 30]
+    changed = load_config(None, overrides(comp_dir, model, "cut", *extra, "train.lr=1e-3"))
+    with pytest.raises(UserError, match="finished fold made with other settings"):  # never reused silently
+        train_folds(changed, comp, folds, rd_b)
+    refolded = folds.assign(fold=np.roll(folds["fold"].to_numpy(), 1))
+    with pytest.raises(UserError, match="other settings or folds"):
+        train_folds(cut, comp, refolded, rd_b)
 
 
 def test_keep_top_k_never_deletes_the_checkpoint_needed_to_resume(workdir, comp_dir, tiny_root):

@@ -131,7 +131,8 @@ def run_fold(cfg: Config, comp, k: int, train_rows: np.ndarray, valid_rows: np.n
     np.savez(rd.fold(k) / "readout.npz", valid_rows=valid_rows, test_rows=_rows(test_rows), **arrays)
     write_jsonl(rd.fold(k) / "steps_oof.jsonl", [{"id": comp.train_ids[r], "fold": k, **rec}
                                                   for r, rec in zip(valid_rows, valid_recs)])
-    done = {"fold": k, "steps": len(losses), "train_rows": len(train_rows), "valid_rows": len(valid_rows),
+    done = {"fold": k, "fingerprint": _fingerprint(cfg, comp, valid_rows, test_rows), "steps": len(losses),
+            "train_rows": len(train_rows), "valid_rows": len(valid_rows),
             "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:])), "elapsed_s": time.time() - t0}
     write_json(rd.fold(k) / "done.json", done)
     print(f"[{cfg.exp}] fold {k}: {len(losses)} steps, loss {losses[0]:.3f} -> {done['last_loss']:.3f}, "
@@ -143,12 +144,20 @@ def _rows(rows: np.ndarray | None) -> np.ndarray:
     return np.array([-1]) if rows is None else rows
 
 
-def _reusable(rd, k: int, valid_rows: np.ndarray, test_rows: np.ndarray | None) -> bool:
-    stored = rd.fold(k) / "readout.npz"
-    if not ((rd.fold(k) / "done.json").is_file() and stored.is_file()):
+def _fingerprint(cfg: Config, comp, valid_rows: np.ndarray, test_rows: np.ndarray | None) -> str:
+    """The fold's adapter and readouts depend on the model, LoRA, training and LLM settings and the scored rows."""
+    from src.train import fingerprint
+
+    ids = [comp.train_ids[i] for i in valid_rows] + ["test:" + ",".join(map(str, _rows(test_rows)))]
+    return fingerprint(cfg, comp.labels, ids, sections=("model", "lora", "train", "llm"))
+
+
+def _reusable(cfg: Config, comp, rd, k: int, valid_rows: np.ndarray, test_rows: np.ndarray | None) -> bool:
+    """A finished fold is reused only when it was made with the same settings and rows (else retrained)."""
+    done, stored = rd.fold(k) / "done.json", rd.fold(k) / "readout.npz"
+    if not (done.is_file() and stored.is_file()):
         return False
-    data = np.load(stored)
-    return np.array_equal(data["valid_rows"], valid_rows) and np.array_equal(data["test_rows"], _rows(test_rows))
+    return read_json(done).get("fingerprint") == _fingerprint(cfg, comp, valid_rows, test_rows)
 
 
 def run(cfg: Config, comp, folds, rd) -> None:
@@ -166,7 +175,7 @@ def run(cfg: Config, comp, folds, rd) -> None:
     rows, records = [], []
     for k in run_folds:
         valid_rows = scored[fold[scored] == k]
-        if _reusable(rd, k, valid_rows, test_rows):
+        if _reusable(cfg, comp, rd, k, valid_rows, test_rows):
             print(f"[{cfg.exp}] fold {k}: done ({read_json(rd.fold(k) / 'done.json')['steps']} steps), reusing it")
         else:
             run_fold(cfg, comp, k, np.flatnonzero(fold != k), valid_rows, test_rows, rd)
