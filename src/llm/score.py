@@ -39,6 +39,8 @@ def score_multi(model, tok, prompter: Prompter, texts: list[str], shot_rows: lis
                 cfg: Config, desc: str) -> tuple[dict[str, np.ndarray], list[dict]]:
     """Multi-label prompt for each text: greedy answer, then the label distribution at each label step."""
     L = len(prompter.names)
+    if not texts:  # e.g. a fold with no row in a small llm.max_train_rows subset
+        return aggregate.multi_methods([], np.zeros((0, L)), L), []
     prompts = [prompter.multi_prompt(t, shot_rows) for t in texts]
     raw = greedy_answers(model, tok, prompts, prompter.add_special_tokens, cfg.llm.max_new_tokens,
                          cfg.llm.batch_size, cfg.llm.kv_cache, desc=f"{desc} answers")

@@ -63,7 +63,10 @@ def fit(cfg: TfidfConfig, texts: list[str], Y: np.ndarray):
 
 def _fold(cfg: TfidfConfig, k: int, train_texts, Y, test_texts, fold: np.ndarray):
     tr, va = fold != k, fold == k
-    model = fit(cfg, [t for t, m in zip(train_texts, tr) if m], Y[tr])
+    try:
+        model = fit(cfg, [t for t, m in zip(train_texts, tr) if m], Y[tr])
+    except ValueError as e:  # sklearn's word for a bad setting (n-gram range, analyzer, min_df too high, ...)
+        raise UserError(f"tfidf fold {k}: {str(e).strip().splitlines()[0]}") from None
     return k, model.predict_proba([t for t, m in zip(train_texts, va) if m]), model.predict_proba(test_texts)
 
 

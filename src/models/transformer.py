@@ -274,7 +274,10 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
 
         kwargs |= {"quantization_config": _quantization_config(),
                    "device_map": {"": PartialState().local_process_index}}
-    model = AutoModelForSequenceClassification.from_pretrained(weights, config=hf_config, **kwargs)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(weights, config=hf_config, **kwargs)
+    except OSError as e:  # no weights in the folder, a hub id without network, a corrupt file
+        raise UserError(f"cannot load model weights from {weights}: {str(e).strip().splitlines()[0]}") from None
     if m.gradient_checkpointing and trainable and m.method != "qlora":
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
             model.activation_checkpointing_enable({"use_reentrant": False})
