@@ -45,7 +45,8 @@ def texts_hash(texts: list[str]) -> str:
 
 def cache_path(mc: ModelConfig, pc: ProbeConfig, texts: list[str]) -> Path:
     spec = {"model": model_identity(model_path(mc)), "layer": pc.layer, "pooling": pc.pooling,
-            "max_length": mc.max_length, "dtype": str(resolve_dtype(mc.dtype)), "texts": texts_hash(texts), "n": len(texts)}
+            "max_length": mc.max_length, "dtype": str(resolve_dtype(mc.dtype)), "texts": texts_hash(texts),
+            "n": len(texts)}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(model_path(mc).rstrip("/")).name or "model")
     return Path(pc.cache_dir) / f"{slug}_L{pc.layer}_{pc.pooling}_{key}.npy"
