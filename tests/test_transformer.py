@@ -189,6 +189,7 @@ def test_multi_sample_dropout_only_while_training(tiny_root):
     b = msd(**batch).logits
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, plain(**batch).logits)
+    assert plain.dropout.p > 0 and msd.dropout.p == 0  # the masks replace the head's own dropout
 
 
 def test_paths_and_gated_options(tiny_root, tmp_path, monkeypatch):

@@ -237,6 +237,9 @@ def _add_multi_sample_dropout(model, n: int, num_labels: int) -> None:
         return torch.stack([F.linear(F.dropout(x, p, True), module.weight, module.bias) for _ in range(n)]).mean(0)
 
     heads = set(head_modules(hf))
+    for owner in (hf, *(getattr(hf, h) for h in heads)):  # the dropout right before the head's output layer
+        if isinstance(getattr(owner, "dropout", None), nn.Dropout):  # (BERT, DistilBERT, RoBERTa's head) is
+            owner.dropout.p = 0.0  # replaced by the n masks, not stacked under them
     for name, module in model.named_modules():
         stripped = re.sub(r"^base_model\.model\.", "", name)
         if isinstance(module, nn.Linear) and module.out_features == num_labels and stripped.split(".")[0] in heads:
