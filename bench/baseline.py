@@ -13,15 +13,17 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from src.config import load_config  # noqa: E402
+from src.errors import cli  # noqa: E402
 from src.pipeline import run  # noqa: E402
 
 
-def main() -> None:
+@cli
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     p.add_argument("--data-dir", default="data")
     p.add_argument("--config", default="configs/tfidf.yaml")
     p.add_argument("overrides", nargs="*")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     cfg = load_config(a.config, [f"data.data_dir={a.data_dir}", "exp=bench-tfidf", *a.overrides])
     t0 = time.perf_counter()
     r = run(cfg)

@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 
 from src.config import load_config  # noqa: E402
 from src.ensemble import blend  # noqa: E402
+from src.errors import cli  # noqa: E402
 from src.pipeline import run  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -48,13 +49,14 @@ def keep_submission(m: dict) -> None:
         shutil.copy(m["submission"], RESULTS / Path(m["submission"]).name)
 
 
-def main() -> None:
+@cli
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("configs", nargs="+", help="config files, then optional key=value overrides for every run")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--blend", action="store_true", help="blend the runs on OOF and add the blend's row")
     p.add_argument("--blend-name", default="quality_blend")
-    a = p.parse_intermixed_args()
+    a = p.parse_intermixed_args(argv)
     configs = [c for c in a.configs if "=" not in c]
     overrides = [f"data.data_dir={a.data_dir}", *[c for c in a.configs if "=" in c]]
     rows, names = [], []

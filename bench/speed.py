@@ -28,6 +28,7 @@ import torch  # noqa: E402
 from src import metrics, thresholds, train  # noqa: E402
 from src.config import ThresholdConfig, load_config  # noqa: E402
 from src.data import load_competition  # noqa: E402
+from src.errors import cli  # noqa: E402
 from src.folds import ensure_folds  # noqa: E402
 from src.models import transformer as tm  # noqa: E402
 from src.rundir import RunDir  # noqa: E402
@@ -138,7 +139,8 @@ def peer(cfg, comp, folds, k: int, out: Path) -> dict:
             "steps": trainer.state.global_step}
 
 
-def main() -> None:
+@cli
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="configs/mpnet-base.yaml")
     p.add_argument("--data-dir", default="data")
@@ -147,7 +149,7 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (default: known GPUs)")
     p.add_argument("--only", choices=["project", "peer"], default=None)
     p.add_argument("overrides", nargs="*")
-    a = p.parse_args()
+    a = p.parse_args(argv)
     out = Path(tempfile.mkdtemp(prefix="speed-"))
     overrides = [f"data.data_dir={a.data_dir}", *a.overrides]
     cfg = load_config(a.config, overrides)

@@ -214,6 +214,9 @@ def convert_semeval(src: str | Path, out: str | Path) -> None:
     parts = [_read_tsv(src / f"2018-E-c-En-{s}.txt", quoting=csv.QUOTE_NONE) for s in ("train", "dev")]
     train = pd.concat(parts, ignore_index=True)
     test = _read_tsv(src / "2018-E-c-En-test-texts.txt", quoting=csv.QUOTE_NONE)
+    for name, df in (("train/dev", train), ("test-texts", test)):
+        if not {"ID", "Tweet"} <= set(df.columns):
+            raise UserError(f"{src}: the {name} files lack the ID and Tweet columns of SemEval-2018 E-c")
     labels = [c for c in train.columns if c not in ("ID", "Tweet")]
     _write_folder(out, train, test[["ID", "Tweet"]], "ID", labels)
 
@@ -231,6 +234,9 @@ def convert_goemotions(src: str | Path, out: str | Path) -> None:
     Y = np.zeros((len(train), len(labels)), dtype=np.int64)
     for i, ids in enumerate(train["label_ids"]):
         for j in ids.split(","):
+            if not (j.strip().isdigit() and int(j) < len(labels)):
+                raise UserError(f"{src}: row {i + 1} has label id {j!r}, not one of 0..{len(labels) - 1} "
+                                "(GoEmotions lines are text<TAB>label ids<TAB>comment id)")
             Y[i, int(j)] = 1
     frame = pd.concat([train[["id", "text"]].reset_index(drop=True), pd.DataFrame(Y, columns=labels)], axis=1)
     _write_folder(out, frame, test[["id", "text"]], "id", labels)
