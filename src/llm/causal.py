@@ -29,8 +29,7 @@ from src.llm.lm import load_causal_lm
 from src.llm.outputs import read_jsonl, steps_path, write_jsonl, write_outputs
 from src.llm.prompts import Prompter
 from src.llm.score import main_method, score_multi
-
-DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+from src.models.transformer import DEFAULT_TARGETS
 
 
 def encode_example(tok, prompter: Prompter, text: str, answer: str) -> tuple[list[int], list[int]]:
@@ -54,9 +53,12 @@ def lora_model(model, cfg: Config):
     from peft import LoraConfig, get_peft_model
 
     targets = list(cfg.lora.target_modules)
-    if not targets:
+    if not targets:  # the decoders' attention + MLP projections, as for sequence classification
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-        targets = DEFAULT_TARGETS if set(DEFAULT_TARGETS) <= names else "all-linear"
+        default = DEFAULT_TARGETS["decoder"]
+        targets = default if set(default) <= names else "all-linear"
+    if cfg.lora.bias not in ("none", "all", "lora_only"):
+        raise UserError(f"lora.bias must be none, all or lora_only, got {cfg.lora.bias!r}")
     lc = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                     target_modules=targets, bias=cfg.lora.bias)
     return get_peft_model(model, lc)

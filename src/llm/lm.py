@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
-import transformers
-from packaging.version import Version
 
 from src.config import ModelConfig
 from src.errors import UserError
+from src.models.transformer import dtype_kw, resolve_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_DTYPE_KW = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 
 def device() -> torch.device:
@@ -30,14 +26,12 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 def dtype_kwargs(name: str) -> dict:
     """`from_pretrained` keyword for the dtype (`dtype=` in transformers 5, `torch_dtype=` before 4.56)."""
-    return {_DTYPE_KW: resolve_dtype(name)}
+    return {dtype_kw(): resolve_dtype(name)}
 
 
 def model_path(mc: ModelConfig) -> str:
-    """model.name_or_path with `~` expanded (a hub id passes through)."""
-    if not mc.name_or_path:
-        raise UserError("model.name_or_path is empty: set a hub id or a local model folder")
-    return os.path.expanduser(mc.name_or_path)
+    """model.name_or_path as a local folder (`~`, `$VARS` expanded) or a hub id (src/models/transformer.py)."""
+    return resolve_path(mc.name_or_path)
 
 
 def load_tokenizer(mc: ModelConfig):

@@ -51,7 +51,7 @@ DEFAULT_TARGETS = {
 HEAD_NAMES = ("score", "classifier", "pre_classifier")  # kept out of 4-bit quantization
 
 
-def _dtype_kw() -> str:
+def dtype_kw() -> str:
     """`dtype=` (transformers >= 4.56) or the older `torch_dtype=`."""
     import transformers
     from packaging.version import Version
@@ -271,7 +271,7 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
     vocab = getattr(hf_config, "vocab_size", None)
     if vocab and hf_config.pad_token_id is not None and hf_config.pad_token_id >= vocab:
         raise UserError(f"pad token id {hf_config.pad_token_id} is outside the model's vocabulary ({vocab})")
-    kwargs = {_dtype_kw(): weights_dtype(cfg), "trust_remote_code": m.trust_remote_code}
+    kwargs = {dtype_kw(): weights_dtype(cfg), "trust_remote_code": m.trust_remote_code}
     if m.method == "qlora":
         from accelerate import PartialState
 
