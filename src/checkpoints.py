@@ -27,7 +27,7 @@ import yaml
 from src.config import Config, load_config, load_saved_sections
 from src.errors import UserError, cli
 from src.fileio import write_text
-from src.rundir import RunDir
+from src.rundir import RunDir, checkpoint_dirs
 
 RULES = ("best_f1", "best_loss", "balanced")
 COLUMNS = ["step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned"]
@@ -39,17 +39,12 @@ HEADER = """\
 """
 
 
-def _step_of(path: Path) -> int | None:
-    name = path.name
-    return int(name[4:]) if name.startswith("step") and name[4:].isdigit() else None
-
-
 def trained_folds(rd: RunDir) -> list[int]:
     """Folds that have at least one checkpoint directory."""
     if not rd.root.is_dir():
         return []
     folds = [int(p.name[4:]) for p in rd.root.glob("fold*") if p.name[4:].isdigit() and p.is_dir()]
-    return sorted(k for k in folds if any(_step_of(s) is not None for s in rd.fold(k).iterdir()))
+    return sorted(k for k in folds if checkpoint_dirs(rd.fold(k)))
 
 
 def fold_done(rd: RunDir, fold: int) -> bool:
@@ -59,11 +54,7 @@ def fold_done(rd: RunDir, fold: int) -> bool:
 def list_checkpoints(rd: RunDir, fold: int) -> pd.DataFrame:
     """One row per checkpoint of a fold (sorted by step): COLUMNS, per-label F1 dicts and the directory."""
     rows = []
-    fold_dir = rd.fold(fold)
-    for d in sorted(fold_dir.glob("step*")) if fold_dir.is_dir() else []:
-        step = _step_of(d)
-        if step is None or not (d / "metrics.json").is_file():
-            continue  # not a checkpoint, or one still being written
+    for step, d in checkpoint_dirs(rd.fold(fold)):
         try:
             m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:

@@ -5,8 +5,8 @@
 For every fold of the run (`folds.run`, default all) the checkpoint named in `selection.yaml` gives
 - the OOF rows: its `valid_probs.npy` (saved at evaluation time: no second pass over the held-out rows);
 - test probabilities: the fold model loaded and run over test.csv, cached as `fold<k>/step<N>/test_probs.npy`
-  with `test_probs.json` holding the key (test ids+texts, labels, max_length, text prefix); a changed selection
-  or test.csv recomputes only the folds whose key no longer matches.
+  with `test_probs.json` holding the key (`test_key`: test ids+texts, labels and the inference settings); a changed
+  selection or test.csv recomputes only the folds whose key no longer matches.
 oof.csv and the fold-averaged test.csv go through `write_fold_outputs`, thresholds and the submission through
 `pipeline.finalize`. This module is also the transformer family: `run` = train every fold -> select -> predict.
 """

@@ -48,6 +48,14 @@ class RunDir:
         return self.fold(k) / f"step{step}"
 
 
+def checkpoint_dirs(fold_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of a fold's finished checkpoints (`step<N>/` holding metrics.json), by step."""
+    if not fold_dir.is_dir():
+        return []
+    found = [(int(d.name[4:]), d) for d in fold_dir.glob("step*") if d.name[4:].isdigit()]
+    return sorted((s, d) for s, d in found if (d / "metrics.json").is_file())
+
+
 def write_probs(path: Path, ids: list[str], probs: np.ndarray, labels: list[str], folds=None) -> Path:
     """Probability file: `id`, optional `fold`, then one column per label."""
     frame = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=labels)

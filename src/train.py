@@ -45,7 +45,7 @@ from src.fileio import write_json, write_text
 from src.folds import ensure_folds, folds_for_run
 from src.losses import make_loss
 from src.models import transformer as tm
-from src.rundir import RunDir
+from src.rundir import RunDir, checkpoint_dirs
 from src.weights import pos_weight
 
 RESUME = "resume.pt"
@@ -154,15 +154,9 @@ def evaluate(acc, model, seqs: list, rows: np.ndarray, pad_id: int, side: str, b
     return out
 
 
-def checkpoints(fold_dir: Path) -> list[tuple[int, Path]]:
-    """(step, folder) of the fold's finished checkpoints, by step."""
-    found = [(int(d.name[4:]), d) for d in fold_dir.glob("step*") if d.name[4:].isdigit()]
-    return sorted((s, d) for s, d in found if (d / "metrics.json").is_file())
-
-
 def resumable(fold_dir: Path) -> Path | None:
     """The newest checkpoint holding resume state, if any."""
-    found = [d for _, d in checkpoints(fold_dir) if (d / RESUME).is_file()]
+    found = [d for _, d in checkpoint_dirs(fold_dir) if (d / RESUME).is_file()]
     return found[-1] if found else None
 
 
@@ -185,7 +179,7 @@ def save_checkpoint(fold_dir: Path, step: int, model, tokenizer, record: dict, p
     write_json(tmp / "metrics.json", record)
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    for _, d in checkpoints(fold_dir):
+    for _, d in checkpoint_dirs(fold_dir):
         if d != final:
             (d / RESUME).unlink(missing_ok=True)
     return final
@@ -197,7 +191,7 @@ def prune(fold_dir: Path, keep: int, metric: str, protect: Path | None = None) -
         return
     sign = 1.0 if metric == "val_loss" else -1.0
     scored = []
-    for step, d in checkpoints(fold_dir):
+    for step, d in checkpoint_dirs(fold_dir):
         m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
         scored.append((sign * m[metric], step, d))
     for _, _, d in sorted(scored)[keep:]:
@@ -266,7 +260,7 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     acc.wait_for_everyone()
     resume = resumable(fold_dir)
     fp = fold_fingerprint(cfg, comp, folds, k)
-    if resume is None and checkpoints(fold_dir):
+    if resume is None and checkpoint_dirs(fold_dir):
         raise UserError(f"{fold_dir} has checkpoints but no resume state or done.json: delete it to train fold {k} "
                         "again")
     set_seed(t.seed + k)
@@ -398,7 +392,7 @@ def _finish_fold(cfg: Config, fold_dir: Path, k: int, steps: int, elapsed: float
     if acc.is_main_process:
         t = cfg.train
         prune(fold_dir, t.keep_top_k, t.keep_metric)
-        ckpts = checkpoints(fold_dir)
+        ckpts = checkpoint_dirs(fold_dir)
         best: dict = {}
         for _, d in ckpts:
             m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
