@@ -3,7 +3,7 @@
 # submissions/<exp>.csv. A rerun resumes: finished folds are skipped, an unfinished fold continues from its newest
 # checkpoint, cached test predictions are reused (so after a pod is preempted, run the same command again).
 #
-#   bash train.sh                                  # TF-IDF baseline on data/ (CPU, ~40 s)
+#   bash train.sh                                  # TF-IDF baseline on data/ (CPU, ~50 s)
 #   bash train.sh configs/X.yaml [options] [key=value ...]
 #
 # options: --folds 0-9|0,3   train only these folds   --wandb   log to Weights & Biases (WANDB_API_KEY)
