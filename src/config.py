@@ -110,6 +110,12 @@ class TrainConfig:
     keep_top_k: int = 0  # checkpoints kept per fold; 0 = all
     keep_metric: str = "f1_tuned"  # metric for keep_top_k (higher is better; val_loss: lower)
     group_by_length: bool = True
+    ema: float = 0.0  # >0: evaluate and save a moving average of the weights with this decay (e.g. 0.999)
+    compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile the training model
+    pad_to_multiple: int = 0  # training batches padded to a multiple of this (0: 8 on GPU, 1 on CPU)
+    drop_last: bool = False  # drop each epoch's last partial batch (one batch shape for compile's CUDA graphs)
+    resume_state: bool = True  # false: no optimizer/RNG state (a killed fold restarts) and no checkpoint written
+    #                            that keep_top_k would delete at once: less disk traffic for short runs
     seed: int = 42  # fold k uses seed + k
     report_to: str = "none"  # none | wandb
     log_every: int = 10

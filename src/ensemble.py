@@ -1,6 +1,7 @@
 """Blend finished runs: weights on the simplex that maximize OOF macro-F1 after per-label thresholds.
 
     python -m src.ensemble tfidf tfidf_svc --out blend [--method prob|rank] [--trials 200] [key=value ...]
+    python -m src.ensemble mpnet-s42 mpnet-s43 mpnet-s44 --out mpnet-3seeds --equal   # seeds of one config
 
 Members are run directories `checkpoints/<exp>/` with a complete oof.csv (every train id once), test.csv and
 config.yaml, all built on the same fold file (checked on the fold column of oof.csv and on the fold file each
@@ -8,9 +9,11 @@ member's config names). `prob` averages probabilities; `rank` averages per-label
 values are placed within its own OOF values, so OOF-tuned thresholds carry over to test).
 
 Search: uniform weights, each member alone and `trials` Dirichlet draws, then pairwise moves of weight between
-members with shrinking steps; deterministic given `--seed`. Weights and thresholds fitted on the same OOF are
-optimistic, so a nested estimate is also reported: for each fold, weights and thresholds are fitted on the other
-folds' rows and applied to its rows (members get the same treatment for their thresholds).
+members with shrinking steps; deterministic given `--seed`. `--equal` skips the search (equal weights: the
+natural average for several seeds of one config, trained with `train.seed=...` under their own exp names).
+Weights and thresholds fitted on the same OOF are optimistic, so a nested estimate is also reported: for each
+fold, weights and thresholds are fitted on the other folds' rows and applied to its rows (members get the same
+treatment for their thresholds).
 
 The blend is a run directory `checkpoints/<out>/` (oof.csv, test.csv, config.yaml with the members and weights
 under `extra.ensemble`) finalized by the spine: thresholds, metrics.json, per_label.csv, report, submission.
@@ -103,10 +106,13 @@ def score(Y: np.ndarray, probs: np.ndarray, tc: ThresholdConfig) -> float:
 
 
 def optimize(X: np.ndarray, Y: np.ndarray, tc: ThresholdConfig, trials: int = 200,
-             seed: int = 0) -> tuple[np.ndarray, float]:
-    """Weights (non-negative, sum 1) over X's members maximizing `score`; returns (weights, score)."""
+             seed: int = 0, equal: bool = False) -> tuple[np.ndarray, float]:
+    """Weights (non-negative, sum 1) over X's members maximizing `score` (`equal`: 1/n each); returns
+    (weights, score)."""
     n = len(X)
     blend = lambda w: np.tensordot(w, X, axes=1)
+    if equal:
+        return np.full(n, 1 / n), score(Y, blend(np.full(n, 1 / n)), tc)
     rng = np.random.default_rng(seed)
     candidates = [np.full(n, 1 / n), *np.eye(n), *rng.dirichlet(np.ones(n), size=trials if n > 1 else 0)]
     scores = [score(Y, blend(w), tc) for w in candidates]
@@ -130,7 +136,7 @@ def optimize(X: np.ndarray, Y: np.ndarray, tc: ThresholdConfig, trials: int = 20
 
 
 def nested(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, tc: ThresholdConfig, trials: int,
-           seed: int) -> tuple[float, list[float]]:
+           seed: int, equal: bool = False) -> tuple[float, list[float]]:
     """Macro-F1 when each fold's rows get weights and thresholds fitted on the other folds only.
 
     Returns (blend, [each member with thresholds fitted on the other folds])."""
@@ -138,7 +144,7 @@ def nested(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, tc: ThresholdConfig, 
     P_members = [np.zeros_like(Y) for _ in X]
     for k in tqdm(np.unique(fold), desc="nested estimate", unit="fold"):
         fit, held = fold != k, fold == k
-        w, _ = optimize(X[:, fit], Y[fit], tc, trials, seed)
+        w, _ = optimize(X[:, fit], Y[fit], tc, trials, seed, equal)
         b_fit, b_held = np.tensordot(w, X[:, fit], axes=1), np.tensordot(w, X[:, held], axes=1)
         P_blend[held] = thresholds.apply(b_held, thresholds.tune(Y[fit], b_fit, tc), tc.min_one)
         for m, P in enumerate(P_members):
@@ -147,7 +153,7 @@ def nested(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, tc: ThresholdConfig, 
 
 
 def blend(names: list[str], out: str, overrides: list[str] | None = None, method: str = "prob",
-          trials: int = 200, seed: int = 0, with_nested: bool = True) -> dict:
+          trials: int = 200, seed: int = 0, with_nested: bool = True, equal: bool = False) -> dict:
     """Blend the named runs into the run `out`; returns its metrics (with an `ensemble` section)."""
     from src.pipeline import finalize
 
@@ -167,21 +173,22 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
     Y, fold, tc = comp.Y, folds["fold"].to_numpy(), cfg.thresholds
     X, X_test = transform(members, method)
 
-    w, best = optimize(X, Y, tc, trials, seed)
+    w, best = optimize(X, Y, tc, trials, seed, equal)
     member_f1 = [score(Y, x, tc) for x in X]
-    info = {"method": method, "trials": trials, "seed": seed, "fold_file": str(fold_file),
+    info = {"method": method, "trials": 0 if equal else trials, "seed": seed, "equal": equal,
+            "fold_file": str(fold_file),
             "members": {n: {"weight": round(float(wi), 4), "oof_macro_f1": round(f, 6)}
                         for n, wi, f in zip(names, w, member_f1)},
             "oof_macro_f1": round(best, 6),
             "note": "in-sample: weights and thresholds are both fitted on this OOF (optimistic)"}
     if with_nested:
-        nb, nm = nested(X, Y, fold, tc, trials, seed)
+        nb, nm = nested(X, Y, fold, tc, trials, seed, equal)
         info["nested_macro_f1"] = round(nb, 6)
         for n, v in zip(names, nm):
             info["members"][n]["nested_macro_f1"] = round(v, 6)
 
     cfg.model_type = "ensemble"
-    cfg.extra = {"ensemble": {"members": list(names), "method": method,
+    cfg.extra = {"ensemble": {"members": list(names), "method": method, "equal": equal,
                               "weights": {n: float(wi) for n, wi in zip(names, w)}, "trials": trials, "seed": seed}}
     rd = RunDir.of(cfg)
     write_text(rd.config, dump_config(cfg))
@@ -219,10 +226,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--trials", type=int, default=200, help="random Dirichlet weight draws before refinement")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-nested", action="store_true", help="skip the fold-wise (nested) estimate")
+    p.add_argument("--equal", action="store_true", help="equal weights, no search (e.g. seeds of one config)")
     a = p.parse_intermixed_args(argv)
     names = [r for r in a.runs if "=" not in r]
     overrides = [r for r in a.runs if "=" in r]
-    return blend(names, a.out, overrides, a.method, a.trials, a.seed, not a.no_nested)
+    return blend(names, a.out, overrides, a.method, a.trials, a.seed, not a.no_nested, a.equal)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ A killed run restarts where it stopped: finished folds are skipped, an unfinishe
 checkpoint. `train.keep_top_k` keeps the K best checkpoints by `train.keep_metric` (plus, while training, the
 newest, which resuming needs). `val_loss` is the plain (unweighted) BCE of the held-out rows; `train_loss` is the
 training criterion (`train.loss`, pos_weight, label smoothing) averaged since the previous evaluation.
+Switches: `train.ema` evaluates and saves a moving average of the weights (resume keeps both);
+`train.compile` runs the training forward/backward through torch.compile (`pad_to_multiple` + `drop_last` keep the
+batch shapes few, for CUDA graphs with `reduce-overhead`); `train.resume_state: false` skips the optimizer state
+and any checkpoint keep_top_k would delete at once (short GPU runs, where writing them costs more than a restart).
 `train.report_to: wandb` logs to Weights & Biases (project `extra.wandb_project`, default multilabel-text); the API
 key comes from the environment (WANDB_API_KEY) or `wandb login`, never from the config.
 """
@@ -40,6 +44,7 @@ from tqdm.auto import tqdm
 from src import metrics, thresholds
 from src.config import Config, ThresholdConfig, dump_config, load_config, to_dict
 from src.data import Competition, load_competition
+from src.ema import EMA
 from src.errors import UserError, cli
 from src.fileio import write_json, write_text
 from src.folds import ensure_folds, folds_for_run
@@ -50,6 +55,7 @@ from src.weights import pos_weight
 
 RESUME = "resume.pt"
 KEEP_METRICS = ("f1_tuned", "f1_at_0.5", "val_loss")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 # ---------------------------------------------------------------- optimizer, schedule, batches
@@ -96,9 +102,11 @@ def make_optimizer(model, cfg: Config, total: int, fused: bool):
     return opt, sched
 
 
-def epoch_batches(lengths: np.ndarray, batch_size: int, world: int, seed: int, by_length: bool) -> list[np.ndarray]:
+def epoch_batches(lengths: np.ndarray, batch_size: int, world: int, seed: int, by_length: bool,
+                  drop_last: bool = False) -> list[np.ndarray]:
     """One epoch of global batches (positions into `lengths`, `batch_size` rows per process): shuffled, and with
-    `by_length` sorted by length inside chunks of 50 batches so each batch pads little (longest batch first)."""
+    `by_length` sorted by length inside chunks of 50 batches so each batch pads little (longest batch first).
+    `drop_last` drops a last batch smaller than the others."""
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(lengths))
     size = batch_size * world
@@ -107,7 +115,7 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, world: int, seed: int, b
         idx = np.concatenate([c[np.argsort(-lengths[c], kind="stable")]
                               for c in np.array_split(idx, range(chunk, len(idx), chunk))])
     batches = [idx[i:i + size] for i in range(0, len(idx), size)]
-    if len(batches[-1]) < world:  # every process needs a row
+    if len(batches[-1]) < (size if drop_last and len(batches) > 1 else world):  # every process needs a row
         batches.pop()
     if by_length:
         order = rng.permutation(len(batches))
@@ -142,7 +150,7 @@ def evaluate(acc, model, seqs: list, rows: np.ndarray, pad_id: int, side: str, b
     from accelerate.utils import gather_object
 
     mine = np.arange(len(rows))[acc.process_index::acc.num_processes]
-    net = acc.unwrap_model(model)
+    net = acc.unwrap_model(model, keep_torch_compile=False)
     net.eval()
     with acc.autocast():
         logits = tm.predict_logits(net, [seqs[rows[i]] for i in mine], pad_id, side, batch_size, progress=False)
@@ -185,18 +193,29 @@ def save_checkpoint(fold_dir: Path, step: int, model, tokenizer, record: dict, p
     return final
 
 
+def _ranked(fold_dir: Path, metric: str) -> list[tuple[float, int, Path]]:
+    """The fold's checkpoints, best first by `metric` (ties: earlier step)."""
+    sign = 1.0 if metric == "val_loss" else -1.0
+    return sorted((sign * json.loads((d / "metrics.json").read_text(encoding="utf-8"))[metric], step, d)
+                  for step, d in checkpoint_dirs(fold_dir))
+
+
 def prune(fold_dir: Path, keep: int, metric: str, protect: Path | None = None) -> None:
     """Keep the `keep` best checkpoints by `metric` (ties: earlier step), and `protect`."""
     if keep <= 0:
         return
-    sign = 1.0 if metric == "val_loss" else -1.0
-    scored = []
-    for step, d in checkpoint_dirs(fold_dir):
-        m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
-        scored.append((sign * m[metric], step, d))
-    for _, _, d in sorted(scored)[keep:]:
+    for _, _, d in _ranked(fold_dir, metric)[keep:]:
         if d != protect:
             shutil.rmtree(d, ignore_errors=True)
+
+
+def makes_top_k(fold_dir: Path, record: dict, keep: int, metric: str) -> bool:
+    """Whether a new checkpoint with `record` would survive `prune` (later steps lose ties)."""
+    if keep <= 0:
+        return True
+    ranked = _ranked(fold_dir, metric)
+    sign = 1.0 if metric == "val_loss" else -1.0
+    return len(ranked) < keep or sign * record[metric] < ranked[keep - 1][0]
 
 
 def _rng_state() -> dict:
@@ -214,7 +233,8 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-NOT_IN_FINGERPRINT = ("report_to", "log_every", "keep_top_k", "keep_metric", "eval_batch_size")
+NOT_IN_FINGERPRINT = ("report_to", "log_every", "keep_top_k", "keep_metric", "eval_batch_size", "compile",
+                      "pad_to_multiple", "resume_state")
 
 
 def fingerprint(cfg: Config, labels: list[str], held_out_ids, sections=("model", "lora", "train")) -> str:
@@ -261,8 +281,8 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     resume = resumable(fold_dir)
     fp = fold_fingerprint(cfg, comp, folds, k)
     if resume is None and checkpoint_dirs(fold_dir):
-        raise UserError(f"{fold_dir} has checkpoints but no resume state or done.json: delete it to train fold {k} "
-                        "again")
+        raise UserError(f"{fold_dir} has checkpoints but no resume state or done.json (train.resume_state=false "
+                        f"keeps none): delete it to train fold {k} again")
     set_seed(t.seed + k)
 
     model, tokenizer = tm.build_model(cfg, comp.labels, checkpoint=resume)
@@ -275,12 +295,13 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     loss_fn = make_loss(t, torch.from_numpy(pos_weight(Y[train_rows], t.pos_weight, t.pos_weight_clip)))
 
     world, rank = acc.num_processes, acc.process_index
-    n_micro = len(epoch_batches(lengths, t.batch_size, world, 0, False))
+    n_micro = len(epoch_batches(lengths, t.batch_size, world, 0, False, t.drop_last))
     steps_per_epoch = math.ceil(n_micro / t.grad_accum)
     total = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * steps_per_epoch)
     if cfg.model.method != "qlora":  # a 4-bit model is placed on its GPU when loaded and cannot be moved
         model.to(acc.device)
     opt, sched = make_optimizer(model, cfg, total, fused=acc.device.type == "cuda")
+    ema = EMA(model, t.ema) if t.ema > 0 else None  # resumed: the checkpoint holds the averaged weights
     pos = {"step": 0, "epoch": 0, "micro": 0, "elapsed_s": 0.0}
     if resume is not None:
         state = torch.load(resume / RESUME, map_location="cpu", weights_only=False)
@@ -290,9 +311,16 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
+        if ema is not None:  # back to the raw weights the optimizer was training
+            with torch.no_grad():
+                torch._foreach_copy_([p.data for p in ema.params], [w.to(acc.device) for w in state["raw_params"]])
         pos = state["position"]
     model, opt = acc.prepare(model, opt)
+    if t.compile != "none":  # evaluation and saving use the plain module (unwrap_model(keep_torch_compile=False))
+        model = torch.compile(model, mode=None if t.compile == "default" else t.compile)
     model.train()
+    cuda = acc.device.type == "cuda"
+    multiple = t.pad_to_multiple or (8 if cuda else 1)
 
     step, epoch, start_micro = pos["step"], pos["epoch"], pos["micro"]
     history = fold_dir / "history.jsonl"
@@ -313,14 +341,18 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     t_log, last_f1 = time.time(), float("nan")
     bar = tqdm(total=total, initial=step, desc=f"fold {k}", unit="step", disable=not main, dynamic_ncols=True)
     while step < total:
-        batches = epoch_batches(lengths, t.batch_size, world, t.seed + k + 7919 * epoch, t.group_by_length)
+        batches = epoch_batches(lengths, t.batch_size, world, t.seed + k + 7919 * epoch, t.group_by_length,
+                                t.drop_last)
         for i in range(start_micro, len(batches)):
             rows = train_rows[batches[i][rank::world]]
             group = min(t.grad_accum, len(batches) - (i - i % t.grad_accum))  # micro-batches in this update
             sync = (i + 1) % t.grad_accum == 0 or i + 1 == len(batches)
-            batch = tm.pad_batch([seqs[r] for r in rows], pad_id, side, 8 if acc.device.type == "cuda" else 1)
+            batch = tm.pad_batch([seqs[r] for r in rows], pad_id, side, multiple)
+            batch["labels"] = torch.from_numpy(Y[rows])
+            if cuda:  # pinned host memory makes the copies asynchronous
+                batch = {key: v.pin_memory() for key, v in batch.items()}
             batch = {key: v.to(acc.device, non_blocking=True) for key, v in batch.items()}
-            y = torch.from_numpy(Y[rows]).to(acc.device, non_blocking=True)
+            y = batch.pop("labels")
             with contextlib.nullcontext() if sync else acc.no_sync(model):
                 loss = loss_fn(model(**batch).logits, y) / group
                 acc.backward(loss)
@@ -333,6 +365,8 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(step)
             step += 1
             log_loss += step_loss
             eval_loss += step_loss
@@ -354,31 +388,38 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
 
             epoch_end = i + 1 == len(batches)
             if (t.eval_every > 0 and step % t.eval_every == 0) or epoch_end or step == total:
-                logits = evaluate(acc, model, seqs, valid_rows, pad_id, side, t.eval_batch_size)
                 train_loss = acc.reduce(eval_loss, "mean").item() / max(eval_steps, 1)
                 eval_loss.zero_()
                 eval_steps = 0
                 nxt = {"epoch": epoch + 1, "micro": 0} if epoch_end else {"epoch": epoch, "micro": i + 1}
                 elapsed = pos["elapsed_s"] + time.time() - t0
-                if main:
-                    scores, probs = eval_metrics(comp.Y[valid_rows], logits, comp.labels)
-                    record = {"fold": k, "step": step, "epoch": round(step / steps_per_epoch, 4),
-                              "train_loss": train_loss, "val_loss": scores.pop("val_loss"), **scores,
-                              "lr": lr, "elapsed_s": round(elapsed, 2)}
-                    state = {"fingerprint": fp, "processes": world,
-                             "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(),
-                             "position": {"step": step, **nxt, "elapsed_s": elapsed}}
-                    saved = save_checkpoint(fold_dir, step, acc.unwrap_model(model), tokenizer, record, probs, state)
-                    prune(fold_dir, t.keep_top_k, t.keep_metric, protect=saved)
-                    _append(history, {"event": "eval", **{key: record[key] for key in (
-                        "step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned", "elapsed_s")}})
-                    last_f1 = record["f1_tuned"]
-                    bar.set_postfix(loss=f"{train_loss:.4f}", f1=f"{last_f1:.4f}", lr=f"{lr:.2e}")
-                    acc.log({f"eval/{key}": record[key] for key in ("val_loss", "f1_at_0.5", "f1_tuned")},
-                            step=step)
-                    for callback in callbacks:
-                        callback(record)
-                acc.wait_for_everyone()
+                with ema.applied() if ema is not None else contextlib.nullcontext() as raw:
+                    logits = evaluate(acc, model, seqs, valid_rows, pad_id, side, t.eval_batch_size)
+                    if main:
+                        scores, probs = eval_metrics(comp.Y[valid_rows], logits, comp.labels)
+                        record = {"fold": k, "step": step, "epoch": round(step / steps_per_epoch, 4),
+                                  "train_loss": train_loss, "val_loss": scores.pop("val_loss"), **scores,
+                                  "lr": lr, "elapsed_s": round(elapsed, 2)}
+                        state = None
+                        if t.resume_state:
+                            state = {"fingerprint": fp, "processes": world, "optimizer": opt.state_dict(),
+                                     "scheduler": sched.state_dict(), "rng": _rng_state(),
+                                     "position": {"step": step, **nxt, "elapsed_s": elapsed}}
+                            if raw is not None:  # the checkpoint holds the averaged weights, resuming the raw ones
+                                state["raw_params"] = [w.cpu() for w in raw]
+                        if state is not None or makes_top_k(fold_dir, record, t.keep_top_k, t.keep_metric):
+                            saved = save_checkpoint(fold_dir, step, acc.unwrap_model(model, keep_torch_compile=False),
+                                                    tokenizer, record, probs, state)
+                            prune(fold_dir, t.keep_top_k, t.keep_metric, protect=saved if state else None)
+                        _append(history, {"event": "eval", **{key: record[key] for key in (
+                            "step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned", "elapsed_s")}})
+                        last_f1 = record["f1_tuned"]
+                        bar.set_postfix(loss=f"{train_loss:.4f}", f1=f"{last_f1:.4f}", lr=f"{lr:.2e}")
+                        acc.log({f"eval/{key}": record[key] for key in ("val_loss", "f1_at_0.5", "f1_tuned")},
+                                step=step)
+                        for callback in callbacks:
+                            callback(record)
+                    acc.wait_for_everyone()
             if step >= total:
                 break
         else:
@@ -445,6 +486,12 @@ def check_train_config(cfg: Config) -> None:
         raise UserError(f"train.scheduler must be linear, cosine or constant, got {t.scheduler!r}")
     if not 0 < t.layer_lr_decay <= 1:
         raise UserError(f"train.layer_lr_decay must be in (0, 1], got {t.layer_lr_decay}")
+    if not 0 <= t.ema < 1:
+        raise UserError(f"train.ema must be in [0, 1) (0 = off; e.g. 0.999), got {t.ema}")
+    if t.compile not in COMPILE_MODES:
+        raise UserError(f"train.compile must be one of {COMPILE_MODES}, got {t.compile!r}")
+    if t.pad_to_multiple < 0:
+        raise UserError(f"train.pad_to_multiple must be >= 0 (0 = 8 on GPU, 1 on CPU), got {t.pad_to_multiple}")
     make_loss(t)  # checks train.loss and train.label_smoothing
     tm.resolve_precision(cfg)
 

@@ -10,7 +10,7 @@ from src.ensemble import blend, optimize, percentiles, score
 from src.errors import UserError
 from src.folds import ensure_folds
 from src.pipeline import run
-from src.rundir import RunDir, write_probs
+from src.rundir import RunDir, read_probs, write_probs
 
 
 def fake_member(comp_dir, name, seed, n_folds=5, drop_rows=0, shuffle_folds=False):
@@ -57,6 +57,17 @@ def test_blend_beats_members_and_writes_a_run(workdir, comp_dir):
     assert list(sub.columns) == list(comp.sample.columns) and len(sub) == len(comp.test)
     for f in ("thresholds.json", "per_label.csv", "report/roc.png", "report/blend_f1.png"):
         assert (workdir / "checkpoints/b" / f).is_file()
+
+
+def test_equal_weights_for_seeds(workdir, comp_dir):
+    comp = [fake_member(comp_dir, n, seed=i) for i, n in enumerate(("s1", "s2", "s3"))][0]
+    result = ensemble.main(["s1", "s2", "s3", "--out", "avg", "--equal", "--no-nested", f"data.data_dir={comp_dir}"])
+    info = result["ensemble"]
+    assert [m["weight"] for m in info["members"].values()] == [pytest.approx(1 / 3, abs=1e-4)] * 3
+    oof = lambda n: read_probs(workdir / "checkpoints" / n / "oof.csv", comp.labels).set_index("id").sort_index()
+    mean = np.mean([oof(n)[comp.labels].to_numpy() for n in ("s1", "s2", "s3")], axis=0)
+    np.testing.assert_allclose(oof("avg")[comp.labels].to_numpy(), mean, atol=1e-5)
+    assert info["equal"] and info["oof_macro_f1"] > max(m["oof_macro_f1"] for m in info["members"].values())
 
 
 def test_optimize_deterministic_and_at_least_best_member():

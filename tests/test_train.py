@@ -139,6 +139,80 @@ def test_keep_top_k_never_deletes_the_checkpoint_needed_to_resume(workdir, comp_
     assert steps(rd) == [min(evals, key=evals.get)]  # the single best by val_loss over every evaluation
 
 
+def test_ema_weights_are_evaluated_saved_and_resumed_exactly(workdir, comp_dir, tiny_root):
+    model = make_tiny("bert", tiny_root)
+    extra = ("train.epochs=2", "train.eval_every=5", "train.batch_size=8")
+    plain = load_config(None, overrides(comp_dir, model, "plain", *extra))
+    comp, folds, rd_p = setup(plain)
+    train_folds(plain, comp, folds, rd_p)
+    straight = load_config(None, overrides(comp_dir, model, "ema", *extra, "train.ema=0.9"))
+    rd_a = RunDir.of(straight)
+    train_folds(straight, comp, folds, rd_a)
+    last = steps(rd_a)[-1]
+    averaged, raw = np.load(rd_a.step(0, last) / "valid_probs.npy"), np.load(rd_p.step(0, last) / "valid_probs.npy")
+    assert np.abs(averaged - raw).max() > 1e-3  # same run, but the averaged weights score the rows
+    texts = [comp.train_texts[i] for i in np.flatnonzero(folds["fold"].to_numpy() == 0)]
+    reloaded, tok = tm.load_checkpoint(straight, rd_a.step(0, last), comp.labels)  # the saved weights are the EMA
+    np.testing.assert_allclose(tm.predict_probs(reloaded, tok, texts, straight), averaged, atol=1e-5)
+
+    cut = load_config(None, overrides(comp_dir, model, "ema-cut", *extra, "train.ema=0.9"))
+    rd_b = RunDir.of(cut)
+    with pytest.raises(Interrupt):
+        train_folds(cut, comp, folds, rd_b, callbacks=(stop_at(10),))
+    train_folds(cut, comp, folds, rd_b)  # resumes from the raw weights, with the average where it was
+    assert steps(rd_b) == steps(rd_a)
+    np.testing.assert_allclose(np.load(rd_b.step(0, last) / "valid_probs.npy"), averaged, atol=1e-5)
+
+
+def test_without_resume_state_only_top_k_checkpoints_are_written(workdir, comp_dir, tiny_root, monkeypatch):
+    import src.train as train_module
+
+    cfg = load_config(None, overrides(comp_dir, make_tiny("bert", tiny_root), "lean", "train.epochs=3",
+                                      "train.eval_every=5", "train.keep_top_k=1", "train.keep_metric=val_loss",
+                                      "train.resume_state=false"))
+    comp, folds, rd = setup(cfg)
+    writes, seen = [], []
+    save = train_module.save_checkpoint
+    monkeypatch.setattr(train_module, "save_checkpoint", lambda d, step, *a: writes.append(step) or save(d, step, *a))
+    written = lambda record: seen.append((record["step"], steps(rd), list(rd.fold(0).rglob("resume.pt"))))
+    train_folds(cfg, comp, folds, rd, callbacks=(written,))
+    evals = {h["step"]: h["val_loss"] for h in history(rd) if h.get("event") == "eval"}
+    assert len(evals) == len(seen) == 6 and all(not resume for _, _, resume in seen)
+    best_so_far = [min((s for s in evals if s <= step), key=evals.get) for step in sorted(evals)]
+    assert [kept for _, kept, _ in seen] == [[b] for b in best_so_far]  # one checkpoint at any time: the best
+    assert writes == sorted(set(best_so_far))  # and only the improving ones were written at all
+    assert steps(rd) == [min(evals, key=evals.get)] and (rd.fold(0) / "done.json").is_file()
+
+
+def test_compiled_training_model_evaluates_and_saves_the_plain_one(workdir, comp_dir, tiny_root, monkeypatch):
+    """train.compile wraps the model in torch.compile; here with the aot_eager backend (dynamo and AOT autograd
+    run, no C++ code generation) to keep the test fast. Batches of one padded shape: pad_to_multiple + drop_last."""
+    import torch
+
+    compile_ = torch.compile
+    modes = []
+
+    def aot_eager(model, mode=None, **kw):
+        modes.append(mode)
+        return compile_(model, backend="aot_eager", **kw)
+
+    monkeypatch.setattr(torch, "compile", aot_eager)
+    cfg = load_config(None, overrides(comp_dir, make_tiny("bert", tiny_root), "compiled", "train.max_steps=6",
+                                      "train.eval_every=3", "train.compile=default", "train.pad_to_multiple=64",
+                                      "train.drop_last=true"))
+    comp, folds, rd = setup(cfg)
+    train_folds(cfg, comp, folds, rd)
+    assert modes == [None] and steps(rd) == [3, 6]
+    saved = (rd.step(0, 6) / "model.safetensors").read_bytes()
+    assert b"_orig_mod" not in saved[:20000]  # the plain module's names, loadable without compile
+    texts = [comp.train_texts[i] for i in np.flatnonzero(folds["fold"].to_numpy() == 0)]
+    model, tok = tm.load_checkpoint(cfg, rd.step(0, 6), comp.labels)
+    np.testing.assert_allclose(tm.predict_probs(model, tok, texts, cfg), np.load(rd.step(0, 6) / "valid_probs.npy"),
+                               atol=1e-5)
+    lengths = np.arange(1, 20)
+    assert [len(b) for b in epoch_batches(lengths, 8, 1, seed=0, by_length=True, drop_last=True)] == [8, 8]
+
+
 def test_schedule_param_groups_and_batches(tiny_root):
     assert [round(lr_factor(s, 10, 2, "linear"), 3) for s in (0, 1, 2, 9)] == [0.5, 1.0, 1.0, 0.125]
     assert lr_factor(2, 10, 2, "cosine") == 1.0 and lr_factor(9, 10, 2, "cosine") < 0.05
@@ -171,7 +245,9 @@ def test_user_errors(workdir, comp_dir, tiny_root):
     base = overrides(comp_dir, make_tiny("bert", tiny_root), "bad")
     comp, folds, rd = setup(load_config(None, base))
     for extra, message in [("train.keep_metric=accuracy", "keep_metric"), ("train.loss=hinge", "train.loss"),
-                           ("train.scheduler=step", "train.scheduler"), ("model.method=adapters", "model.method")]:
+                           ("train.scheduler=step", "train.scheduler"), ("model.method=adapters", "model.method"),
+                           ("train.ema=1", "train.ema"), ("train.compile=fast", "train.compile"),
+                           ("train.pad_to_multiple=-8", "pad_to_multiple")]:
         with pytest.raises(UserError, match=message):
             train_folds(load_config(None, [*base, extra]), comp, folds, rd)
     try:

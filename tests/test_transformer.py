@@ -18,6 +18,7 @@ from synth import make_frame
 from src.config import load_config
 from src.errors import UserError
 from src.models import transformer as tm
+from src.train import check_train_config
 
 ENCODERS = ("bert", "roberta", "distilbert", "mpnet", "deberta-v2")
 DECODERS = ("llama", "gemma", "gemma2", "qwen2", "mistral")
@@ -241,6 +242,7 @@ def test_model_configs_load_and_are_documented():
         cfg = load_config(p)
         assert raw["model_type"] == "transformer" and raw["exp"] == p.stem, p
         assert cfg.model.method in tm.METHODS and cfg.model.name_or_path, p
+        check_train_config(cfg)  # every switch a config sets is a valid one
         header = text.split("\n", 1)[0]
         assert header.startswith("#") and "GPU memory" in text and "estimate" in text, p
         if p.stem in OFFLINE:

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Issue-6 measurements on a GPU machine, in priority order, after bench/carry.py's uploads have been unpacked
+# (model at $MODELS/mpnet-base, data at $W/data, wheels installed into /tmp/site):
+#
+#   bash bench/gpu_job.sh speed fast quality blend      # any subset, in this order; each step logs to $OUT/<step>.log
+#
+#   speed    bench/speed.py: the project loop (configs/mpnet-base-fast.yaml) vs the HF Trainer peer on fold 0,
+#            then the project loop again without torch.compile
+#   fast     bench/quality.py configs/mpnet-base-fast.yaml: ten folds -> submission (the <= 120 s target)
+#   quality  bench/quality.py configs/mpnet-base.yaml (the slower, tuned-for-F1 recipe)
+#   blend    bench/quality.py tfidf + the mpnet runs --blend (finished runs are reused)
+#
+# What comes back in $OUT: the logs, bench/results/*.csv, and each run's metrics.json, oof.csv and test.csv (to
+# blend with CPU runs at home).
+set -euo pipefail
+PY=${PY:-python3}
+W=${W:-/tmp/w}
+MODELS=${MODELS:-/tmp/models}
+OUT=${OUT:-logs/gpu}
+DATA=${DATA:-$W/data}
+mkdir -p "$OUT"
+[ -f "$MODELS/mpnet-base/config.json" ] || { echo "error: no model at $MODELS/mpnet-base (run bench/carry.py's" \
+  "uploads and its unpack command first)" >&2; exit 2; }
+[ -d /tmp/site ] && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+MODEL="model.name_or_path=$MODELS/mpnet-base"
+{ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no nvidia-smi"; } | tee "$OUT/gpu.txt"
+
+step() {  # step NAME COMMAND...: run, log, and say how long it took
+  local name=$1; shift
+  echo "== $name: $*" | tee -a "$OUT/steps.txt"
+  local t0=$SECONDS
+  "$@" > "$OUT/$name.log" 2>&1 || echo "!! $name failed (exit $?), see $OUT/$name.log" | tee -a "$OUT/steps.txt"
+  echo "== $name: $((SECONDS - t0)) s" | tee -a "$OUT/steps.txt"
+  grep -v "it/s\]\|s/it\]\|step/s\]\|s/step\]\|batch/s\]" "$OUT/$name.log" | tail -n 25
+}
+
+for s in "$@"; do
+  case $s in
+    speed)
+      step speed "$PY" bench/speed.py --config configs/mpnet-base-fast.yaml --data-dir "$DATA" --fold 0 "$MODEL"
+      step speed_eager "$PY" bench/speed.py --config configs/mpnet-base-fast.yaml --data-dir "$DATA" --fold 0 \
+        --only project "$MODEL" train.compile=none exp=mpnet-eager ;;
+    fast) step fast "$PY" bench/quality.py --data-dir "$DATA" configs/mpnet-base-fast.yaml "$MODEL" ;;
+    quality) step quality "$PY" bench/quality.py --data-dir "$DATA" configs/mpnet-base.yaml "$MODEL" ;;
+    blend)
+      step blend "$PY" bench/quality.py --data-dir "$DATA" --blend --blend-name blend_tfidf_mpnet \
+        configs/tfidf.yaml $(for c in mpnet-base-fast mpnet-base; do [ -f "checkpoints/$c/oof.csv" ] && \
+        echo "configs/$c.yaml"; done) "$MODEL" ;;
+    *) echo "error: unknown step '$s' (speed, fast, quality, blend)" >&2; exit 2 ;;
+  esac
+done
+mkdir -p "$OUT/results"
+cp bench/results/*.csv "$OUT/results/" 2>/dev/null || true
+for d in checkpoints/*/; do
+  [ -f "$d/metrics.json" ] || continue
+  mkdir -p "$OUT/runs/$(basename "$d")"
+  cp "$d"/metrics.json "$d"/oof.csv "$d"/test.csv "$OUT/runs/$(basename "$d")/" 2>/dev/null || true
+done
