@@ -321,6 +321,7 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     model.train()
     cuda = acc.device.type == "cuda"
     multiple = t.pad_to_multiple or (8 if cuda else 1)
+    graphs = t.compile in ("reduce-overhead", "max-autotune")  # modes that replay CUDA graphs
 
     step, epoch, start_micro = pos["step"], pos["epoch"], pos["micro"]
     history = fold_dir / "history.jsonl"
@@ -353,6 +354,8 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
                 batch = {key: v.pin_memory() for key, v in batch.items()}
             batch = {key: v.to(acc.device, non_blocking=True) for key, v in batch.items()}
             y = batch.pop("labels")
+            if graphs:  # a new iteration: outputs of the previous replay may be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
             with contextlib.nullcontext() if sync else acc.no_sync(model):
                 loss = loss_fn(model(**batch).logits, y) / group
                 acc.backward(loss)
