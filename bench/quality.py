@@ -43,19 +43,20 @@ def row(name: str, m: dict, wall: float, peak: float) -> dict:
             **{f"f1_{k}": v for k, v in m["per_label_f1"].items()}}
 
 
-def keep_submission(m: dict) -> None:
+def keep_submission(m: dict, results: Path) -> None:
     if m.get("submission"):
-        RESULTS.mkdir(exist_ok=True)
-        shutil.copy(m["submission"], RESULTS / Path(m["submission"]).name)
+        results.mkdir(parents=True, exist_ok=True)
+        shutil.copy(m["submission"], results / Path(m["submission"]).name)
 
 
 @cli
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> pd.DataFrame:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("configs", nargs="+", help="config files, then optional key=value overrides for every run")
     p.add_argument("--data-dir", default="data")
     p.add_argument("--blend", action="store_true", help="blend the runs on OOF and add the blend's row")
     p.add_argument("--blend-name", default="quality_blend")
+    p.add_argument("--results", type=Path, default=RESULTS, help="where submissions are copied (bench/results)")
     a = p.parse_intermixed_args(argv)
     configs = [c for c in a.configs if "=" not in c]
     overrides = [f"data.data_dir={a.data_dir}", *[c for c in a.configs if "=" in c]]
@@ -73,20 +74,21 @@ def main(argv: list[str] | None = None) -> None:
         m = run(cfg)
         rows.append(row(cfg.exp, m, time.perf_counter() - t0, peak_gpu_gb()))
         names.append(cfg.exp)
-        keep_submission(m)
+        keep_submission(m, a.results)
     if a.blend and len(names) > 1:
         t0 = time.perf_counter()
         m = blend(names, a.blend_name, [f"data.data_dir={a.data_dir}"])
         r = row(f"{a.blend_name} (blend)", m, time.perf_counter() - t0, float("nan"))
         r["nested_macro_f1"] = m["ensemble"].get("nested_macro_f1")
         rows.append(r)
-        keep_submission(m)
+        keep_submission(m, a.results)
     table = pd.DataFrame(rows).set_index("config")
     pd.set_option("display.width", 250)
     print("\nquality bench (OOF, per-label thresholds tuned on OOF):")
     print(table[[c for c in table.columns if not c.startswith("f1_")]].round(4).to_string())
     print("\nper-label OOF F1:")
     print(table[[c for c in table.columns if c.startswith("f1_")]].round(3).to_string())
+    return table
 
 
 if __name__ == "__main__":
