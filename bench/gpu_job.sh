@@ -10,8 +10,13 @@
 #   quality  bench/quality.py configs/mpnet-base.yaml (the slower, tuned-for-F1 recipe)
 #   blend    bench/quality.py tfidf + the mpnet runs --blend (finished runs are reused)
 #
-# What comes back in $OUT: the logs, bench/results/*.csv, and each run's metrics.json, oof.csv and test.csv (to
-# blend with CPU runs at home).
+# What lands in $OUT: the logs, bench/results/*.csv, and each run's metrics.json, oof.csv and test.csv (to blend
+# with CPU runs at home).
+#
+# With a remote that returns only what a call leaves in its own $OUT and allows 10 minutes a call: start the job
+# detached into a folder that outlives the call, then poll with back-to-back calls:
+#   OUT=/tmp/gpu_out setsid nohup bash bench/gpu_job.sh speed fast quality blend > /tmp/gpu_job.log 2>&1 &
+#   sleep 540; cp -r /tmp/gpu_out/. "$OUT"/; cat /tmp/gpu_out/steps.txt      # each poll, until "== blend: N s"
 set -euo pipefail
 PY=${PY:-python3}
 W=${W:-/tmp/w}
