@@ -33,12 +33,7 @@ class EMA:
             with torch.no_grad():
                 torch._foreach_copy_([p.data for p in self.params], backup)
 
-    def state_dict(self) -> list[torch.Tensor]:
-        return [s.cpu() for s in self.shadow]
-
-    def load_state_dict(self, state: list[torch.Tensor]) -> None:
-        if len(state) != len(self.shadow):
-            raise ValueError(f"EMA state has {len(state)} tensors, the model {len(self.shadow)}")
-        with torch.no_grad():
-            for s, saved in zip(self.shadow, state):
-                s.copy_(saved)
+    @torch.no_grad()
+    def load_raw(self, weights: list[torch.Tensor]) -> None:
+        """Put raw (not averaged) weights, as `applied` handed them out, back into the model (resume)."""
+        torch._foreach_copy_([p.data for p in self.params], [w.to(p.device) for w, p in zip(weights, self.params)])

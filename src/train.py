@@ -193,10 +193,14 @@ def save_checkpoint(fold_dir: Path, step: int, model, tokenizer, record: dict, p
     return final
 
 
+def _key(metric: str, value: float) -> float:
+    """Sort key: lower is better (val_loss as is, the F1s negated)."""
+    return value if metric == "val_loss" else -value
+
+
 def _ranked(fold_dir: Path, metric: str) -> list[tuple[float, int, Path]]:
     """The fold's checkpoints, best first by `metric` (ties: earlier step)."""
-    sign = 1.0 if metric == "val_loss" else -1.0
-    return sorted((sign * json.loads((d / "metrics.json").read_text(encoding="utf-8"))[metric], step, d)
+    return sorted((_key(metric, json.loads((d / "metrics.json").read_text(encoding="utf-8"))[metric]), step, d)
                   for step, d in checkpoint_dirs(fold_dir))
 
 
@@ -214,8 +218,7 @@ def makes_top_k(fold_dir: Path, record: dict, keep: int, metric: str) -> bool:
     if keep <= 0:
         return True
     ranked = _ranked(fold_dir, metric)
-    sign = 1.0 if metric == "val_loss" else -1.0
-    return len(ranked) < keep or sign * record[metric] < ranked[keep - 1][0]
+    return len(ranked) < keep or _key(metric, record[metric]) < ranked[keep - 1][0]
 
 
 def _rng_state() -> dict:
@@ -312,8 +315,7 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
         sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         if ema is not None:  # back to the raw weights the optimizer was training
-            with torch.no_grad():
-                torch._foreach_copy_([p.data for p in ema.params], [w.to(acc.device) for w in state["raw_params"]])
+            ema.load_raw(state["raw_params"])
         pos = state["position"]
     model, opt = acc.prepare(model, opt)
     if t.compile != "none":  # evaluation and saving use the plain module (unwrap_model(keep_torch_compile=False))
