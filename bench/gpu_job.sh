@@ -10,6 +10,9 @@
 #   quality  bench/quality.py configs/mpnet-base.yaml (the slower, tuned-for-F1 recipe)
 #   blend    bench/quality.py tfidf + the mpnet runs --blend (finished runs are reused)
 #
+# EXTRA="key=value ..." is appended to every run's overrides (e.g. EXTRA=train.compile=none if compiling fails;
+# the CPU dry run in tests/test_bench.py uses it to shrink the runs).
+#
 # What lands in $OUT: the logs, bench/results/*.csv, and each run's metrics.json, oof.csv and test.csv (to blend
 # with CPU runs at home).
 #
@@ -27,7 +30,8 @@ mkdir -p "$OUT"
 [ -f "$MODELS/mpnet-base/config.json" ] || { echo "error: no model at $MODELS/mpnet-base (run bench/carry.py's" \
   "uploads and its unpack command first)" >&2; exit 2; }
 [ -d /tmp/site ] && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-MODEL="model.name_or_path=$MODELS/mpnet-base"
+read -ra EXTRA_ARGS <<< "${EXTRA:-}"
+MODEL=("model.name_or_path=$MODELS/mpnet-base" ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"})
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || echo "no nvidia-smi"; } | tee "$OUT/gpu.txt"
 
 step() {  # step NAME COMMAND...: run, log, and say how long it took
@@ -42,15 +46,15 @@ step() {  # step NAME COMMAND...: run, log, and say how long it took
 for s in "$@"; do
   case $s in
     speed)
-      step speed "$PY" bench/speed.py --config configs/mpnet-base-fast.yaml --data-dir "$DATA" --fold 0 "$MODEL"
+      step speed "$PY" bench/speed.py --config configs/mpnet-base-fast.yaml --data-dir "$DATA" --fold 0 "${MODEL[@]}"
       step speed_eager "$PY" bench/speed.py --config configs/mpnet-base-fast.yaml --data-dir "$DATA" --fold 0 \
-        --only project "$MODEL" train.compile=none exp=mpnet-eager ;;
-    fast) step fast "$PY" bench/quality.py --data-dir "$DATA" configs/mpnet-base-fast.yaml "$MODEL" ;;
-    quality) step quality "$PY" bench/quality.py --data-dir "$DATA" configs/mpnet-base.yaml "$MODEL" ;;
+        --only project train.compile=none exp=mpnet-eager "${MODEL[@]}" ;;
+    fast) step fast "$PY" bench/quality.py --data-dir "$DATA" configs/mpnet-base-fast.yaml "${MODEL[@]}" ;;
+    quality) step quality "$PY" bench/quality.py --data-dir "$DATA" configs/mpnet-base.yaml "${MODEL[@]}" ;;
     blend)
       step blend "$PY" bench/quality.py --data-dir "$DATA" --blend --blend-name blend_tfidf_mpnet \
         configs/tfidf.yaml $(for c in mpnet-base-fast mpnet-base; do [ -f "checkpoints/$c/oof.csv" ] && \
-        echo "configs/$c.yaml"; done) "$MODEL" ;;
+        echo "configs/$c.yaml"; done) "${MODEL[@]}" ;;
     *) echo "error: unknown step '$s' (speed, fast, quality, blend)" >&2; exit 2 ;;
   esac
 done

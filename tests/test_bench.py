@@ -39,3 +39,35 @@ def test_speed_compares_the_loop_with_a_trainer_peer(workdir, comp_dir, capsys):
         assert r["probs"].shape == (40, 4)
     assert results["project"]["steady_ex_s"] > 0
     assert "throughput ratio project / HF Trainer" in capsys.readouterr().out
+
+
+def test_gpu_job_dry_run_on_cpu(tmp_path, comp_dir):
+    """bench/gpu_job.sh end to end with a tiny MPNet (a typo in it would waste a rare GPU session)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from src.smoke import tiny_model
+
+    repo = tmp_path / "repo"  # a copy, so folds/, checkpoints/ and bench/results/ land there
+    for d in ("src", "bench", "configs"):
+        shutil.copytree(ROOT / d, repo / d, ignore=shutil.ignore_patterns("__pycache__", "results"))
+    tiny_model("mpnet", tmp_path / "models" / "mpnet-base", pd.read_csv(comp_dir / "train.csv")["Tweet"].tolist())
+    out = tmp_path / "out"
+    env = {**os.environ, "PY": sys.executable, "MODELS": str(tmp_path / "models"), "DATA": str(comp_dir),
+           "OUT": str(out), "OMP_NUM_THREADS": "1", "EXTRA": "folds.n_folds=2 train.max_steps=4 train.compile=none "
+           "train.batch_size=16 train.log_every=2 tfidf.min_df=1 output.plots=false"}
+    subprocess.run(["bash", "bench/gpu_job.sh", "speed", "fast", "quality", "blend"], cwd=repo, env=env,
+                   check=True, timeout=900, capture_output=True)
+    steps = (out / "steps.txt").read_text()
+    assert "!!" not in steps, steps
+    for name in ("speed", "speed_eager", "fast", "quality", "blend"):
+        assert f"== {name}: " in steps and (out / f"{name}.log").is_file()
+    assert "throughput ratio project / HF Trainer" in (out / "speed.log").read_text()
+    assert {p.name for p in (out / "results").iterdir()} == {"mpnet-base-fast.csv", "mpnet-base.csv", "tfidf.csv",
+                                                              "blend_tfidf_mpnet.csv"}
+    for exp in ("mpnet-base-fast", "mpnet-base", "tfidf", "blend_tfidf_mpnet"):
+        assert {p.name for p in (out / "runs" / exp).iterdir()} == {"metrics.json", "oof.csv", "test.csv"}
