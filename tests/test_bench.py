@@ -60,14 +60,16 @@ def test_gpu_job_dry_run_on_cpu(tmp_path, comp_dir):
     env = {**os.environ, "PY": sys.executable, "MODELS": str(tmp_path / "models"), "DATA": str(comp_dir),
            "OUT": str(out), "OMP_NUM_THREADS": "1", "EXTRA": "folds.n_folds=2 train.max_steps=4 train.compile=none "
            "train.batch_size=16 train.log_every=2 tfidf.min_df=1 output.plots=false"}
-    subprocess.run(["bash", "bench/gpu_job.sh", "speed", "fast", "quality", "blend"], cwd=repo, env=env,
+    subprocess.run(["bash", "bench/gpu_job.sh", "speed", "b128", "fast", "quality", "blend"], cwd=repo, env=env,
                    check=True, timeout=900, capture_output=True)
     steps = (out / "steps.txt").read_text()
     assert "!!" not in steps, steps
-    for name in ("speed", "speed_eager", "fast", "quality", "blend"):
+    for name in ("speed", "speed_eager", "b128", "fast", "quality", "blend"):
         assert f"== {name}: " in steps and (out / f"{name}.log").is_file()
     assert "throughput ratio project / HF Trainer" in (out / "speed.log").read_text()
-    assert {p.name for p in (out / "results").iterdir()} == {"mpnet-base-fast.csv", "mpnet-base.csv", "tfidf.csv",
-                                                              "blend_tfidf_mpnet.csv"}
-    for exp in ("mpnet-base-fast", "mpnet-base", "tfidf", "blend_tfidf_mpnet"):
+    exps = ["mpnet-base-bs128", "mpnet-base-fast", "mpnet-base", "tfidf", "blend_tfidf_mpnet"]
+    assert {p.name for p in (out / "results").iterdir()} == {f"{e}.csv" for e in exps}
+    blend = (out / "blend.log").read_text()
+    assert all(e in blend for e in exps[:3])  # every mpnet run is a blend member
+    for exp in exps:
         assert {p.name for p in (out / "runs" / exp).iterdir()} == {"metrics.json", "oof.csv", "test.csv"}
