@@ -55,8 +55,8 @@ for s in "$@"; do
     quality) step quality "$PY" bench/quality.py --data-dir "$DATA" configs/mpnet-base.yaml "${MODEL[@]}" ;;
     blend)
       step blend "$PY" bench/quality.py --data-dir "$DATA" --blend --blend-name blend_tfidf_mpnet \
-        configs/tfidf.yaml $(for c in mpnet-base-bs128 mpnet-base-fast mpnet-base; do [ -f "checkpoints/$c/oof.csv" ] && \
-        echo "configs/$c.yaml"; done) "${MODEL[@]}" ;;
+        configs/tfidf.yaml $(for c in mpnet-base-bs128 mpnet-base-fast mpnet-base; do \
+        [ -f "checkpoints/$c/oof.csv" ] && echo "configs/$c.yaml"; done) "${MODEL[@]}" ;;
     *) echo "error: unknown step '$s' (speed, b128, fast, quality, blend)" >&2; exit 2 ;;
   esac
 done

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+
+from src.smoke import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -43,15 +50,6 @@ def test_speed_compares_the_loop_with_a_trainer_peer(workdir, comp_dir, capsys):
 
 def test_gpu_job_dry_run_on_cpu(tmp_path, comp_dir):
     """bench/gpu_job.sh end to end with a tiny MPNet (a typo in it would waste a rare GPU session)."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    import pandas as pd
-
-    from src.smoke import tiny_model
-
     repo = tmp_path / "repo"  # a copy, so folds/, checkpoints/ and bench/results/ land there
     for d in ("src", "bench", "configs"):
         shutil.copytree(ROOT / d, repo / d, ignore=shutil.ignore_patterns("__pycache__", "results"))
