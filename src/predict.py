@@ -54,13 +54,17 @@ def predict_checkpoint(cfg: Config, step_dir: Path, labels: list[str], texts: li
 
 
 def test_key(cfg: Config, comp: Competition) -> dict:
-    """What a cached test_probs.npy depends on besides the checkpoint itself."""
+    """What a cached test_probs.npy depends on besides the checkpoint itself (the precision as resolved on this
+    machine: `auto` autocasts differently on CPU, a T4 and an A100)."""
+    from src.precision import resolve_precision
+
     h = hashlib.sha1()
     for i, t in zip(comp.test_ids, comp.test_texts):
         h.update(f"{i}\t{t}\n".encode())
     return {"test_sha1": h.hexdigest(), "labels": list(comp.labels), "max_length": cfg.model.max_length,
             "text_prefix": cfg.model.text_prefix, "name_or_path": cfg.model.name_or_path,
-            "padding_side": cfg.model.padding_side, "dtype": cfg.model.dtype, "precision": cfg.train.precision}
+            "padding_side": cfg.model.padding_side, "dtype": cfg.model.dtype,
+            "precision": resolve_precision(cfg.train.precision)}
 
 
 def _cached_test_probs(step_dir: Path, key: dict, n_rows: int, n_labels: int) -> np.ndarray | None:

@@ -7,19 +7,21 @@ The same code runs on CPU, one GPU or several (DDP through `accelerate launch`; 
 processes train on CPU). Per fold k, in checkpoints/<exp>/fold<k>/:
     step<N>/       at every evaluation (each `train.eval_every` steps, each epoch end, the last step):
                    weights (full/last_n) or LoRA adapter + head, tokenizer, metrics.json, valid_probs.npy;
-                   the newest one also holds resume.pt (optimizer, scheduler, RNG, data position)
+                   the newest one also holds resume.pt (optimizer, scheduler, each process's RNG, data position)
     history.jsonl  training loss every `train.log_every` steps, every evaluation, every resume
     done.json      the fold is finished: later runs skip it (delete the fold's folder to train it again)
 A killed run restarts where it stopped: finished folds are skipped, an unfinished fold continues from its newest
-checkpoint. `train.keep_top_k` keeps the K best checkpoints by `train.keep_metric` (plus, while training, the
-newest, which resuming needs). `val_loss` is the plain (unweighted) BCE of the held-out rows; `train_loss` is the
-training criterion (`train.loss`, pos_weight, label smoothing) averaged since the previous evaluation.
+checkpoint (each process with its own RNG state, so a multi-GPU resume is exact too). `train.keep_top_k` keeps the
+K best checkpoints by `train.keep_metric` (plus, while training, the newest, which resuming needs). `val_loss` is
+the plain (unweighted) BCE of the held-out rows; `train_loss` is the training criterion (`train.loss`, pos_weight,
+label smoothing) averaged since the previous evaluation.
 Switches: `train.ema` evaluates and saves a moving average of the weights (resume keeps both);
 `train.compile` runs the training forward/backward through torch.compile (`pad_to_multiple` + `drop_last` keep the
 batch shapes few, for CUDA graphs with `reduce-overhead`); `train.resume_state: false` skips the optimizer state
 and any checkpoint keep_top_k would delete at once (short GPU runs, where writing them costs more than a restart).
-`train.report_to: wandb` logs to Weights & Biases (project `extra.wandb_project`, default multilabel-text); the API
-key comes from the environment (WANDB_API_KEY) or `wandb login`, never from the config.
+`train.report_to: wandb` logs to Weights & Biases (project `extra.wandb_project`, default multilabel-text; one run
+per fold); the API key comes from the environment (WANDB_API_KEY) or `wandb login`, never from the config.
+After each fold its model, optimizer and W&B run are released (`release_fold`), so folds do not pile up in memory.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from src import metrics, thresholds
+from src import metrics, precision, thresholds
 from src.config import Config, ThresholdConfig, dump_config, load_config, to_dict
 from src.data import Competition, load_competition
 from src.ema import EMA
@@ -56,13 +58,17 @@ from src.weights import pos_weight
 RESUME = "resume.pt"
 KEEP_METRICS = ("f1_tuned", "f1_at_0.5", "val_loss")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
+# Weights below the first layer, shared by every layer or outside the numbered ones: token/position embeddings
+# (BERT word_embeddings, GPT-2 wte/wpe, T5 shared), MPNet's relative_attention_bias, DeBERTa's rel_embeddings.
+EMBEDDING = re.compile(r"embed|position|(^|\.)(wte|wpe|shared|relative_attention_bias)(\.|$)")
 
 
 # ---------------------------------------------------------------- optimizer, schedule, batches
 
 def param_groups(model, cfg: Config) -> list[dict]:
     """AdamW groups: no weight decay on biases/norms, `train.head_lr` for the head, and with `train.layer_lr_decay`
-    < 1 the LR shrinks by that factor per layer from the top layer down to the embeddings."""
+    < 1 the LR shrinks by that factor per layer from the top layer down to the embeddings (`EMBEDDING`: depth 0)."""
     t = cfg.train
     heads = set(tm.head_modules(model))
     n_layers = tm.hf_model(model).config.num_hidden_layers
@@ -75,7 +81,7 @@ def param_groups(model, cfg: Config) -> list[dict]:
             lr = t.head_lr or t.lr
         else:
             layer = re.search(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.", name)
-            depth = int(layer.group(1)) + 1 if layer else (0 if "embed" in name else n_layers + 1)
+            depth = int(layer.group(1)) + 1 if layer else (0 if EMBEDDING.search(name) else n_layers + 1)
             lr = t.lr * t.layer_lr_decay ** (n_layers + 1 - depth)
         decay = 0.0 if p.ndim < 2 or "norm" in name.lower() else t.weight_decay
         groups.setdefault((lr, decay), []).append(p)
@@ -94,12 +100,34 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
     return 1.0
 
 
-def make_optimizer(model, cfg: Config, total: int, fused: bool):
+def make_optimizer(model, cfg: Config, total: int):
+    """AdamW and its LR schedule. AdamW is fused wherever torch has the kernel for the parameters' device and dtype
+    (CUDA and CPU alike, so CPU runs test the GPU's optimizer), else the default (foreach) one."""
     t = cfg.train
-    opt = torch.optim.AdamW(param_groups(model, cfg), lr=t.lr, **({"fused": True} if fused else {}))
+    groups = param_groups(model, cfg)
+    fused = precision.fused_adamw(p for g in groups for p in g["params"])  # else the first step() would raise
+    opt = torch.optim.AdamW(groups, lr=t.lr, fused=fused)
     warmup = round(t.warmup_ratio * total)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, warmup, t.scheduler))
     return opt, sched
+
+
+def optimizer_step(acc, model, opt, sched, ema: EMA | None, step: int, max_grad_norm: float) -> bool:
+    """Clip, step and zero the gradients; the LR schedule and the EMA advance only when the update was applied, not
+    when the fp16 GradScaler skipped it for inf/nan gradients. A fused AdamW takes the scaler's found-inf flag
+    itself, so accelerate's `optimizer_step_was_skipped` misses those skips: a drop of the scale marks them too."""
+    if max_grad_norm > 0:
+        acc.clip_grad_norm_(model.parameters(), max_grad_norm)
+    scaler = getattr(acc, "scaler", None)
+    scale = scaler.get_scale() if scaler is not None else None  # fp16 only: a host sync, as the scaler's own
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if acc.optimizer_step_was_skipped or (scaler is not None and scaler.get_scale() < scale):
+        return False
+    sched.step()
+    if ema is not None:
+        ema.update(step)
+    return True
 
 
 def epoch_batches(lengths: np.ndarray, batch_size: int, world: int, seed: int, by_length: bool,
@@ -221,19 +249,33 @@ def makes_top_k(fold_dir: Path, record: dict, keep: int, metric: str) -> bool:
     return len(ranked) < keep or _key(metric, record[metric]) < ranked[keep - 1][0]
 
 
-def _rng_state() -> dict:
+def _rng_state(device: torch.device) -> dict:
+    """This process's RNG state: python, numpy, torch CPU and its own GPU's (dropout)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def _set_rng_state(state: dict) -> None:
+def _set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def rng_states(acc) -> list[dict]:
+    """Every process's RNG state, index = process rank (a collective: all processes call it)."""
+    from accelerate.utils import gather_object
+
+    mine = _rng_state(acc.device)
+    return gather_object([mine]) if acc.num_processes > 1 else [mine]
+
+
+def restore_rng(saved: list[dict] | dict, acc) -> None:
+    """Put back this process's own saved RNG state (a dict: one state saved for all, as older resume files hold)."""
+    _set_rng_state(saved[acc.process_index] if isinstance(saved, list) else saved, acc.device)
 
 
 NOT_IN_FINGERPRINT = ("report_to", "log_every", "keep_top_k", "keep_metric", "eval_batch_size", "compile",
@@ -303,8 +345,10 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     total = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * steps_per_epoch)
     if cfg.model.method != "qlora":  # a 4-bit model is placed on its GPU when loaded and cannot be moved
         model.to(acc.device)
-    opt, sched = make_optimizer(model, cfg, total, fused=acc.device.type == "cuda")
+    opt, sched = make_optimizer(model, cfg, total)
     ema = EMA(model, t.ema) if t.ema > 0 else None  # resumed: the checkpoint holds the averaged weights
+    if world > 1:  # same initial weights everywhere (seeded above), then a dropout stream of each process's own
+        set_seed(t.seed + k, device_specific=True)
     pos = {"step": 0, "epoch": 0, "micro": 0, "elapsed_s": 0.0}
     if resume is not None:
         state = torch.load(resume / RESUME, map_location="cpu", weights_only=False)
@@ -313,7 +357,7 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
             raise UserError(f"{resume} was saved by {state['processes']} processes; resume it with as many")
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"])
+        restore_rng(state["rng"], acc)
         if ema is not None:  # back to the raw weights the optimizer was training
             ema.load_raw(state["raw_params"])
         pos = state["position"]
@@ -323,7 +367,7 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     model.train()
     cuda = acc.device.type == "cuda"
     multiple = t.pad_to_multiple or (8 if cuda else 1)
-    graphs = t.compile in ("reduce-overhead", "max-autotune")  # modes that replay CUDA graphs
+    graphs = t.compile in GRAPH_MODES
 
     step, epoch, start_micro = pos["step"], pos["epoch"], pos["micro"]
     history = fold_dir / "history.jsonl"
@@ -365,21 +409,15 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
             log_rows += len(rows) * world
             if not sync:
                 continue
-            if t.max_grad_norm > 0:
-                acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update(step)
-            step += 1
+            lr = t.lr * lr_factor(sched.last_epoch, total, round(t.warmup_ratio * total), t.scheduler)  # this step's
+            optimizer_step(acc, model, opt, sched, ema, step, t.max_grad_norm)
+            step += 1  # counts updates tried, skipped ones too (they still used their batches)
             log_loss += step_loss
             eval_loss += step_loss
             step_loss.zero_()
             log_steps += 1
             eval_steps += 1
             bar.update(1)
-            lr = t.lr * lr_factor(step - 1, total, round(t.warmup_ratio * total), t.scheduler)  # of this step
 
             if step % t.log_every == 0 or step == total:  # the only host syncs besides evaluation
                 train_loss = log_loss.item() / log_steps
@@ -400,6 +438,7 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
                 elapsed = pos["elapsed_s"] + time.time() - t0
                 with ema.applied() if ema is not None else contextlib.nullcontext() as raw:
                     logits = evaluate(acc, model, seqs, valid_rows, pad_id, side, t.eval_batch_size)
+                    rngs = rng_states(acc) if t.resume_state else None  # each process resumes with its own
                     if main:
                         scores, probs = eval_metrics(comp.Y[valid_rows], logits, comp.labels)
                         record = {"fold": k, "step": step, "epoch": round(step / steps_per_epoch, 4),
@@ -408,7 +447,7 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
                         state = None
                         if t.resume_state:
                             state = {"fingerprint": fp, "processes": world, "optimizer": opt.state_dict(),
-                                     "scheduler": sched.state_dict(), "rng": _rng_state(),
+                                     "scheduler": sched.state_dict(), "rng": rngs,
                                      "position": {"step": step, **nxt, "elapsed_s": elapsed}}
                             if raw is not None:  # the checkpoint holds the averaged weights, resuming the raw ones
                                 state["raw_params"] = [w.cpu() for w in raw]
@@ -452,9 +491,20 @@ def _finish_fold(cfg: Config, fold_dir: Path, k: int, steps: int, elapsed: float
         nan = float("nan")
         acc.print(f"[{cfg.exp}] fold {k} done in {elapsed:.0f} s: best macro-F1 {best.get('f1_tuned', nan):.4f} "
                   f"(at 0.5: {best.get('f1_at_0.5', nan):.4f}) at step {best.get('step')}")
-    if cfg.train.report_to == "wandb":
-        acc.end_training()
     acc.wait_for_everyone()
+
+
+def release_fold(acc, compiled: bool) -> None:
+    """After a fold (finished or not): finish its W&B run and forget it, so the next fold's `init_trackers` starts
+    one run of its own (`acc.end_training()` would also destroy the process group later folds need), and drop the
+    Accelerator's references to the fold's model and optimizer (`free_memory` also collects garbage and empties
+    the CUDA cache), with torch.compile's caches (and CUDA graph pools) when the fold compiled its model."""
+    for tracker in acc.trackers:
+        tracker.finish()
+    acc.trackers = []
+    if compiled:
+        torch._dynamo.reset()
+    acc.free_memory()
 
 
 def accelerator(cfg: Config):
@@ -495,6 +545,10 @@ def check_train_config(cfg: Config) -> None:
         raise UserError(f"train.ema must be in [0, 1) (0 = off; e.g. 0.999), got {t.ema}")
     if t.compile not in COMPILE_MODES:
         raise UserError(f"train.compile must be one of {COMPILE_MODES}, got {t.compile!r}")
+    if t.compile in GRAPH_MODES and t.grad_accum > 1:
+        raise UserError(f"train.compile={t.compile} (CUDA graphs) with train.grad_accum={t.grad_accum} overwrites the "
+                        "accumulated gradients (pytorch#169545): use train.compile=default or "
+                        "max-autotune-no-cudagraphs, or train.grad_accum=1")
     if t.pad_to_multiple < 0:
         raise UserError(f"train.pad_to_multiple must be >= 0 (0 = 8 on GPU, 1 on CPU), got {t.pad_to_multiple}")
     make_loss(t)  # checks train.loss and train.label_smoothing
@@ -514,7 +568,10 @@ def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
             check_reuse(rd.fold(k), saved, fold_fingerprint(cfg, comp, folds, k), "finished fold")
             acc.print(f"[{cfg.exp}] fold {k}: already trained ({done}), skipped")
             continue
-        train_fold(cfg, comp, folds, rd, k, acc, callbacks)
+        try:
+            train_fold(cfg, comp, folds, rd, k, acc, callbacks)
+        finally:
+            release_fold(acc, compiled=cfg.train.compile != "none")
 
 
 def parse_folds(text: str) -> list[int]:

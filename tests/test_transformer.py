@@ -7,6 +7,7 @@ Decoder tokenizers have no pad token (like Llama-3's), so the pad-token handling
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,33 @@ def tiny_cfg(path: Path, *overrides: str, method: str = "full"):
                               *overrides])
 
 
+def count_layer_forwards(model, tok, cfg, steps: int = 2) -> tuple[list[int], bool]:
+    """Train `steps` AdamW steps on a small batch; returns the forward calls per step of the first module inside the
+    first transformer layer (2 per step when that layer is checkpointed: forward + recompute in backward, else 1),
+    and whether that layer's trainable (LoRA) weights changed (gradients reached it)."""
+    first = next(iter(tm.transformer_layers(model)[0].children()))
+    calls = [0]
+    handle = first.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    layer0 = {n: p.detach().clone() for n, p in model.named_parameters()
+              if p.requires_grad and any(f".{s}.0." in n for s in ("layer", "layers"))}
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    batch = tm.pad_batch(tm.encode(tok, make_frame(8, seed=4)["Tweet"].tolist(), cfg), tok.pad_token_id)
+    y = torch.randint(0, 2, (8, len(LABELS))).float()
+    model.train()
+    per_step = []
+    for _ in range(steps):
+        calls[0] = 0
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(**batch).logits.float(), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        per_step.append(calls[0])
+    handle.remove()
+    named = dict(model.named_parameters())
+    return per_step, bool(layer0) and any(not torch.equal(named[n], p) for n, p in layer0.items())
+
+
 @pytest.mark.parametrize("family", ENCODERS + DECODERS)
 def test_every_family_builds_and_padded_batches_match_single_rows(family, tiny_root):
     path = make_tiny(family, tiny_root)
@@ -163,6 +191,36 @@ def test_default_lora_targets_and_head(tiny_root):
         tm.build_model(tiny_cfg(make_tiny("bert", tiny_root), "lora.target_modules=[q_proj]", method="lora"), LABELS)
 
 
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_gradient_checkpointing_really_recomputes_lora_layers(family, tiny_root):
+    path = make_tiny(family, tiny_root)
+    cfg = tiny_cfg(path, "model.gradient_checkpointing=true", method="lora")
+    model, tok = tm.build_model(cfg, LABELS)
+    assert tm.hf_model(model).is_activation_checkpointing
+    per_step, changed = count_layer_forwards(model, tok, cfg)
+    assert per_step == [2, 2] and changed  # forward + recompute in backward, and gradients still reach layer 0
+    plain, tok = tm.build_model(tiny_cfg(path, method="lora"), LABELS)
+    per_step, changed = count_layer_forwards(plain, tok, cfg)
+    assert per_step == [1, 1] and changed
+    frozen, _ = tm.build_model(cfg, LABELS, trainable=False)  # a model loaded to predict is not checkpointed
+    assert not tm.hf_model(frozen).is_activation_checkpointing
+
+
+def test_gradient_checkpointing_runs_in_the_training_loop(workdir, comp_dir, tiny_root, monkeypatch):
+    import transformers.modeling_utils as mu
+    from test_train import overrides, setup
+
+    from src.train import train_folds
+
+    calls = []
+    real = mu.checkpoint  # what transformers binds as each layer's checkpoint function when enabled
+    monkeypatch.setattr(mu, "checkpoint", lambda *a, **k: calls.append(k.get("use_reentrant")) or real(*a, **k))
+    cfg = load_config(None, overrides(comp_dir, make_tiny("llama", tiny_root), "gc", "model.method=lora",
+                                      "model.gradient_checkpointing=true", "train.max_steps=3", "train.eval_every=2"))
+    train_folds(cfg, *setup(cfg))
+    assert calls == [False] * (2 * 3)  # both layers, every training step, non-reentrant; none while evaluating
+
+
 def test_last_n_trains_only_the_top_layers_and_the_head(tiny_root):
     cfg = tiny_cfg(make_tiny("distilbert", tiny_root), "model.last_n_layers=1", method="last_n")
     model, _ = tm.build_model(cfg, LABELS)
@@ -203,9 +261,10 @@ def test_paths_and_gated_options(tiny_root, tmp_path, monkeypatch):
         tm.resolve_path("~/.cache/offline-models/missing")
     with pytest.raises(UserError, match="name_or_path is empty"):
         tm.build_model(load_config(None, ["model_type=transformer"]), LABELS)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # not installed: one line saying what to install
+    with pytest.raises(UserError, match="qlora needs bitsandbytes: pip install bitsandbytes"):
+        tm.build_model(tiny_cfg(make_tiny("llama", tiny_root), method="qlora"), LABELS)
     if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="qlora needs a CUDA GPU"):
-            tm.build_model(tiny_cfg(make_tiny("llama", tiny_root), method="qlora"), LABELS)
         with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
             tm.resolve_precision(tiny_cfg(tiny_root, "train.precision=fp16"))
         assert tm.resolve_precision(tiny_cfg(tiny_root)) == "no"

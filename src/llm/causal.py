@@ -12,6 +12,7 @@ llm.max_train_rows / llm.max_test_rows bound only the rows read out; training us
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from src import precision
 from src.config import Config
 from src.errors import UserError
 from src.fileio import read_json, write_json
@@ -29,7 +31,7 @@ from src.llm.lm import load_causal_lm
 from src.llm.outputs import read_jsonl, steps_path, write_jsonl, write_outputs
 from src.llm.prompts import Prompter
 from src.llm.score import main_method, score_multi
-from src.models.transformer import DEFAULT_TARGETS
+from src.models.transformer import DEFAULT_TARGETS, enable_checkpointing
 
 
 def encode_example(tok, prompter: Prompter, text: str, answer: str) -> tuple[list[int], list[int]]:
@@ -61,7 +63,11 @@ def lora_model(model, cfg: Config):
         raise UserError(f"lora.bias must be none, all or lora_only, got {cfg.lora.bias!r}")
     lc = LoraConfig(task_type="CAUSAL_LM", r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                     target_modules=targets, bias=cfg.lora.bias)
-    return get_peft_model(model, lc)
+    model = get_peft_model(model, lc)
+    for p in model.parameters():  # trainable weights in float32 (lora.bias=all on a half base); autocast does the rest
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+    return model
 
 
 def total_steps(cfg: Config, n_examples: int) -> int:
@@ -71,7 +77,9 @@ def total_steps(cfg: Config, n_examples: int) -> int:
 
 def train(model, examples: list[tuple[list[int], list[int]]], cfg: Config, pad_id: int, seed: int,
           desc: str = "train") -> list[float]:
-    """The LoRA training loop (AdamW, warmup + schedule, grad accumulation, clipping). Returns the step losses."""
+    """The LoRA training loop (AdamW, fused where torch has the kernel; warmup + schedule, grad accumulation,
+    clipping when `train.max_grad_norm` > 0; autocast from `train.precision`, with a GradScaler for fp16).
+    Returns the step losses."""
     from transformers import get_scheduler
 
     if cfg.model.method == "qlora":
@@ -79,12 +87,13 @@ def train(model, examples: list[tuple[list[int], list[int]]], cfg: Config, pad_i
     dev = next(model.parameters()).device
     steps = total_steps(cfg, len(examples))
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                            fused=precision.fused_adamw(params))
     sched = get_scheduler(cfg.train.scheduler, opt, int(cfg.train.warmup_ratio * steps), steps)
     if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.enable_input_require_grads()
-    autocast = dev.type == "cuda" and cfg.train.precision in ("auto", "bf16") and torch.cuda.is_bf16_supported()
+        enable_checkpointing(model)
+    dtype = precision.autocast_dtype(cfg.train.precision, dev.type)
+    scaler = torch.amp.GradScaler(dev.type, enabled=dtype is torch.float16)  # fp16: loss scaling against underflow
     rng = np.random.default_rng(seed)
     order: list[int] = []
     losses = []
@@ -97,12 +106,15 @@ def train(model, examples: list[tuple[list[int], list[int]]], cfg: Config, pad_i
                 order += rng.permutation(len(examples)).tolist()
             batch, order = order[: cfg.train.batch_size], order[cfg.train.batch_size:]
             inputs = {k: v.to(dev) for k, v in collate([examples[i] for i in batch], pad_id).items()}
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
+            with torch.autocast(dev.type, dtype=dtype) if dtype else contextlib.nullcontext():
                 loss = model(**inputs).loss / cfg.train.grad_accum
-            loss.backward()
+            scaler.scale(loss).backward()
             total += loss.item()
-        torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
-        opt.step()
+        if cfg.train.max_grad_norm > 0:  # 0 = no clipping (clip_grad_norm_ with 0 would zero every gradient)
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
+        scaler.step(opt)
+        scaler.update()
         sched.step()
         opt.zero_grad(set_to_none=True)
         losses.append(total)
@@ -116,7 +128,8 @@ def run_fold(cfg: Config, comp, k: int, train_rows: np.ndarray, valid_rows: np.n
              test_rows: np.ndarray | None, rd) -> dict:
     """Train fold k's adapter, read out its held-out and test rows; saved under fold<k>/."""
     t0 = time.time()
-    model, tok = load_causal_lm(cfg.model)
+    no_autocast = cfg.model.dtype == "auto" and precision.resolve_precision(cfg.train.precision) == "no"
+    model, tok = load_causal_lm(cfg.model, dtype="float32" if no_autocast else None)  # no half base without autocast
     prompter = Prompter.build(tok, cfg.llm, comp.labels, cfg.model.max_length)
     texts, Y = comp.train_texts, comp.Y
     examples = [encode_example(tok, prompter, texts[i], prompter.multi_answer(Y[i])) for i in train_rows]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from src import precision
 from src.config import ModelConfig
 from src.errors import UserError
 from src.models.transformer import dtype_kw, resolve_path
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = precision.DTYPES
 
 
 def device() -> torch.device:
@@ -16,12 +17,9 @@ def device() -> torch.device:
 
 
 def resolve_dtype(name: str) -> torch.dtype:
-    """`auto`: bfloat16 on a GPU that supports it, else float32 (bf16 matmuls are slow on CPU)."""
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    if name not in DTYPES:
-        raise UserError(f"model.dtype must be auto or one of {sorted(DTYPES)}, got {name!r}")
-    return DTYPES[name]
+    """`auto`: bfloat16 on an Ampere+ GPU, float16 on an older one (no native bf16), float32 on CPU (bf16 matmuls
+    are slow there); see src/precision.py."""
+    return precision.llm_dtype(name)
 
 
 def dtype_kwargs(name: str) -> dict:
@@ -50,15 +48,16 @@ def load_tokenizer(mc: ModelConfig):
     return tok
 
 
-def load_causal_lm(mc: ModelConfig):
-    """`(model, tokenizer)`: the causal LM in eval mode on the GPU if there is one, else the CPU."""
+def load_causal_lm(mc: ModelConfig, dtype: str | None = None):
+    """`(model, tokenizer)`: the causal LM in eval mode on the GPU if there is one, else the CPU; `dtype` (a
+    `model.dtype` name) replaces mc.dtype."""
     from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer(mc)
     path = model_path(mc)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=mc.trust_remote_code,
-                                                     **dtype_kwargs(mc.dtype))
+                                                     **dtype_kwargs(dtype or mc.dtype))
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load a causal LM from {path!r}: {str(e).splitlines()[0]}") from None
     if model.config.pad_token_id is None:

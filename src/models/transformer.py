@@ -5,13 +5,15 @@ Every model is `AutoModelForSequenceClassification(problem_type="multi_label_cla
   full     every weight
   last_n   the last `model.last_n_layers` transformer layers + the head; everything else frozen
   lora     PEFT LoRA on `lora.target_modules` (empty: attention + MLP projections), the head in modules_to_save
-  qlora    LoRA on a 4-bit NF4 base (bitsandbytes, double quant, bf16 compute); CUDA only
+  qlora    LoRA on a 4-bit NF4 base (bitsandbytes, double quant; bf16 compute, fp16 on a pre-Ampere GPU), the head
+           kept unquantized; on the GPU, or on the CPU when there is none (bitsandbytes >= 0.48 quantizes there too)
 Decoders (Llama, Gemma, Qwen2, Mistral, stella, ...) pool the last non-pad token, so the tokenizer always has a pad
 token (its EOS when it has none) and `config.pad_token_id` equals it; batches are padded on the right
 (`model.padding_side: left` also works for decoders: position ids then come from the attention mask).
 `model.name_or_path` is a hub id or a folder; `~` and `$VARS` are expanded (`~/.cache/offline-models/minilm-l6`).
-Weights load as float32 on CPU; LoRA/QLoRA bases load as bf16 (fp16 without bf16 support) on CUDA
-(`model.dtype` overrides); trainable weights are always float32 and mixed precision comes from autocast.
+Weights load as float32 on CPU; LoRA/QLoRA bases load on CUDA in the autocast dtype of `train.precision` (bf16 on
+Ampere+, fp16 before; float32 with `precision: no`), `model.dtype` overrides; trainable weights are always float32
+and mixed precision comes from autocast (src/precision.py decides bf16 vs fp16 on the GPU's compute capability).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from src import precision
 from src.config import Config
 from src.errors import UserError
 
@@ -72,31 +75,26 @@ def resolve_path(name_or_path: str) -> str:
 
 
 def resolve_precision(cfg: Config) -> str:
-    """Mixed precision for training/prediction: bf16 | fp16 | no (`train.precision: auto` = bf16 on CUDA if
-    supported, else fp16 on CUDA, else no)."""
-    p = cfg.train.precision
-    cuda = torch.cuda.is_available()
-    if p == "auto":
-        return ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "no"
-    if p not in ("bf16", "fp16", "no"):
-        raise UserError(f"train.precision must be auto, bf16, fp16 or no, got {p!r}")
-    if p == "fp16" and not cuda:
-        raise UserError("train.precision=fp16 needs a CUDA GPU; use bf16 or no on CPU")
-    return p
+    """Mixed precision for training/prediction: bf16 | fp16 | no (`train.precision: auto` = bf16 on an Ampere+ GPU,
+    fp16 on an older one, no on CPU; see src/precision.py)."""
+    return precision.resolve_precision(cfg.train.precision)
 
 
-def autocast_dtype(cfg: Config) -> torch.dtype | None:
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(resolve_precision(cfg))
+def autocast_dtype(cfg: Config, device_type: str | None = None) -> torch.dtype | None:
+    """The autocast dtype of `train.precision` (None: none), on `device_type` when given (CPU: bf16 only)."""
+    return precision.autocast_dtype(cfg.train.precision, device_type)
 
 
 def weights_dtype(cfg: Config) -> torch.dtype:
+    """Load dtype: `model.dtype`, else for a LoRA/QLoRA base on CUDA the autocast dtype of `train.precision`
+    (float32 with `precision: no`, whose float32 head could not take half activations), else float32."""
     d = cfg.model.dtype
     if d != "auto":
         if d not in ("float32", "bfloat16", "float16"):
             raise UserError(f"model.dtype must be auto, float32, bfloat16 or float16, got {d!r}")
         return getattr(torch, d)
     if torch.cuda.is_available() and cfg.model.method in ("lora", "qlora"):
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return autocast_dtype(cfg) or torch.float32
     return torch.float32
 
 
@@ -177,9 +175,7 @@ def _set_pad_token(tokenizer, hf_config, kind: str, side: str) -> None:
 
 
 def _quantization_config():
-    """4-bit NF4 with double quantization and bf16 compute (QLoRA); CUDA + bitsandbytes only."""
-    if not torch.cuda.is_available():
-        raise UserError("model.method=qlora needs a CUDA GPU (bitsandbytes 4-bit); use method=lora on this machine")
+    """4-bit NF4 with double quantization (QLoRA); bf16 compute (fp16 on a pre-Ampere GPU); the head unquantized."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -188,9 +184,28 @@ def _quantization_config():
 
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16,
-        llm_int8_skip_modules=list(HEAD_NAMES),
+        bnb_4bit_compute_dtype=precision.compute_dtype_4bit(), llm_int8_skip_modules=list(HEAD_NAMES),
     )
+
+
+def _quantized_device_map() -> dict:
+    """Where a 4-bit model is loaded (it cannot be moved later): this process's GPU, else the CPU."""
+    if not torch.cuda.is_available():
+        return {"": "cpu"}
+    from accelerate import PartialState
+
+    return {"": PartialState().local_process_index}
+
+
+def _no_cpu_repacking(model) -> None:
+    """Keep bitsandbytes from repacking 4-bit weights for its AVX512-BF16 CPU kernel in eval-mode forwards: that
+    kernel has no autograd (a later backward is silently wrong), it computes slightly different logits than
+    training-time evaluation, and each save undoes the repacking."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def lora_config(cfg: Config, model, kind: str):
@@ -209,6 +224,18 @@ def lora_config(cfg: Config, model, kind: str):
         target_modules="all-linear" if targets == ["all-linear"] else targets,
         modules_to_save=list(lc.modules_to_save) or head_modules(model),
     )
+
+
+def enable_checkpointing(model) -> None:
+    """Gradient (activation) checkpointing of every transformer layer, non-reentrant, with the input embeddings'
+    output requiring grad so a frozen embedding (LoRA) still lets gradients through the checkpointed layers."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    hf = hf_model(model)
+    if not getattr(hf, "_require_grads_hooks", None) and not getattr(hf, "_require_grads_hook", None):
+        hf.enable_input_require_grads()  # transformers >= 5 does it itself (inputs are input_ids)
 
 
 def _freeze_all_but_last_n(model, n: int) -> None:
@@ -273,19 +300,15 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
         raise UserError(f"pad token id {hf_config.pad_token_id} is outside the model's vocabulary ({vocab})")
     kwargs = {dtype_kw(): weights_dtype(cfg), "trust_remote_code": m.trust_remote_code}
     if m.method == "qlora":
-        from accelerate import PartialState
-
-        kwargs |= {"quantization_config": _quantization_config(),
-                   "device_map": {"": PartialState().local_process_index}}
+        kwargs |= {"quantization_config": _quantization_config(), "device_map": _quantized_device_map()}
     try:
         model = AutoModelForSequenceClassification.from_pretrained(weights, config=hf_config, **kwargs)
     except OSError as e:  # no weights in the folder, a hub id without network, a corrupt file
         raise UserError(f"cannot load model weights from {weights}: {str(e).strip().splitlines()[0]}") from None
-    if m.gradient_checkpointing and trainable and m.method != "qlora":
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
-            model.activation_checkpointing_enable({"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if m.method == "qlora":
+        _no_cpu_repacking(model)
+    if m.gradient_checkpointing and trainable and m.method != "qlora":  # qlora: prepare_model_for_kbit_training
+        enable_checkpointing(model)
 
     if m.method == "last_n":
         _freeze_all_but_last_n(model, m.last_n_layers)
@@ -380,7 +403,7 @@ def predict_probs(model, tokenizer, texts: list[str], cfg: Config, batch_size: i
     """Sigmoid probabilities [len(texts), num_labels] (float32) in the order of `texts`."""
     model.eval()
     seqs = encode(tokenizer, texts, cfg)
-    dtype = autocast_dtype(cfg) if next(model.parameters()).device.type == "cuda" else None
+    dtype = autocast_dtype(cfg, next(model.parameters()).device.type)  # the autocast of training-time evaluation
     logits = predict_logits(model, seqs, tokenizer.pad_token_id, tokenizer.padding_side,
                             batch_size or cfg.train.eval_batch_size, dtype)
     return torch.sigmoid(logits).cpu().numpy().astype(np.float32)
