@@ -11,7 +11,8 @@
 #          --resume          accepted for clarity: a rerun always resumes (finished folds are skipped)
 # env:     DATA_DIR (competition folder, default: the config's data.data_dir), USE_SYSTEM_PYTHON=1 (no .venv;
 #          PYTHON names the interpreter), NUM_PROCESSES (training processes; default: the visible GPUs; >1 trains
-#          through `accelerate launch`), LOG_DIR (default logs/: one log file per run, also shown on screen)
+#          through `accelerate launch`), LOG_DIR (default logs/: one log file per run, also shown on screen),
+#          ALLOW_CPU=1 (train on the CPU even where nvidia-smi lists GPUs that torch cannot use)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -26,7 +27,7 @@ while [ $# -gt 0 ]; do
     --wandb) ARGS+=("train.report_to=wandb") WANDB=1 ;;
     --submit) SUBMIT=1 ;;
     --resume) ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     -*) echo "error: unknown option $1 (see bash train.sh --help)" >&2; exit 2 ;;
     *) ARGS+=("$1") ;;
   esac
@@ -64,8 +65,20 @@ RunDir; cfg = load_config(sys.argv[1], sys.argv[2:]); rd = RunDir.of(cfg); print
   "$CONFIG" ${ARGS[@]+"${ARGS[@]}"})
 
 # 2. Several GPUs: the folds train in data-parallel processes (accelerate launch); done folds are skipped.
+#    A GPU that nvidia-smi lists but torch cannot use (a wheel built for a newer driver) stops the run here rather
+#    than training on the CPU for hours; ALLOW_CPU=1 trains on the CPU anyway.
 NPROC=1
-if [ "$MODEL_TYPE" = transformer ]; then NPROC=${NUM_PROCESSES:-$("$PY" -c "import torch; print(torch.cuda.device_count())")}; fi
+if [ "$MODEL_TYPE" != tfidf ] && [ "$MODEL_TYPE" != ensemble ]; then
+  NGPU=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+  LISTED=$( { nvidia-smi -L 2>/dev/null || true; } | grep -c '^GPU ' || true)
+  if [ "$NGPU" = 0 ] && [ "${LISTED:-0}" -gt 0 ] && [ "${ALLOW_CPU:-0}" != 1 ]; then
+    echo "error: nvidia-smi lists $LISTED GPU(s) but $PY's torch $("$PY" -c "import torch; print(torch.__version__)") \
+sees none (built for another CUDA driver?): rerun with USE_SYSTEM_PYTHON=1 to use the image's torch, or install a torch \
+built for this driver into .venv (TORCH_SPEC=... bash setup.sh after rm -r .venv); ALLOW_CPU=1 trains on the CPU anyway" >&2
+    exit 2
+  fi
+  [ "$MODEL_TYPE" = transformer ] && NPROC=${NUM_PROCESSES:-$NGPU}
+fi
 if [ "$NPROC" -gt 1 ]; then
   echo "train.sh: training in $NPROC processes (accelerate launch; without CUDA they are CPU processes)"
   # (mixed precision comes from the config's train.precision, which overrides the launcher's "no")

@@ -1,4 +1,4 @@
-"""Split a model (and the data + wheels a GPU job needs) into upload parts of at most 60 MiB each.
+"""Split a model (16-bit) and the data + wheels a GPU job needs into upload parts of at most 60 MiB each.
 
 For a GPU machine that takes uploads of at most 64 MiB per call (the device tool here, or any similar
 remote). One command per upload:
@@ -22,6 +22,10 @@ OFFLINE = Path(__file__).resolve().parents[2] / "shared" / "models" / "offline_m
 PART_BYTES = 60 * 2**20
 
 
+def size_of(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("model", help="offline model NAME (fetched) or a model folder")
@@ -36,25 +40,32 @@ def main() -> None:
     packed = root / "packed"
     subprocess.run([sys.executable, str(a.offline_models), "pack", a.model, str(packed), "--chunk-mb", "50"],
                    check=True)
-    files = sorted(packed.iterdir(), key=lambda f: -f.stat().st_size)
-    parts: list[list[Path]] = []
-    for f in files:  # first fit, largest first
+    items = [(f, f.name) for f in packed.iterdir()]  # (source, path inside the part)
+    if a.wheels:
+        items += [(w, f"wheels/{w.name}") for w in sorted(a.wheels.glob("*.whl"))]
+    if a.data:
+        items.append((a.data, "data"))
+    parts: list[list[tuple[Path, str]]] = []
+    for item in sorted(items, key=lambda it: -size_of(it[0])):  # first fit, largest first
         for part in parts:
-            if sum(x.stat().st_size for x in part) + f.stat().st_size <= PART_BYTES:
-                part.append(f)
+            if sum(size_of(x) for x, _ in part) + size_of(item[0]) <= PART_BYTES:
+                part.append(item)
                 break
         else:
-            parts.append([f])
+            parts.append([item])
     for k, part in enumerate(parts):
         (root / f"p{k}").mkdir(parents=True)
-        for f in part:
-            shutil.move(str(f), root / f"p{k}" / f.name)
+        for src, rel in part:
+            dst = root / f"p{k}" / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dst)
+            elif src.parent == packed:
+                shutil.move(str(src), dst)
+            else:
+                shutil.copy(src, dst)
     last = root / f"p{len(parts) - 1}"
     shutil.copy(a.offline_models, last / "offline_models.py")
-    if a.data:
-        shutil.copytree(a.data, last / "data")
-    if a.wheels:
-        shutil.copytree(a.wheels, last / "wheels")
     packed.rmdir()
     for k in range(len(parts)):
         d = root / f"p{k}"
@@ -63,7 +74,8 @@ def main() -> None:
         if k == len(parts) - 1:
             cmd += f" && python3 /tmp/w/offline_models.py unpack /tmp/w /tmp/models/{name}"
             if a.wheels:
-                cmd += (" && python3 -m pip install -q --no-index --no-deps --target /tmp/site /tmp/w/wheels/*.whl"
+                cmd += (" && python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "
+                        "/tmp/w/wheels/*.whl"
                         " && export PYTHONPATH=/tmp/site")
         print(f"upload {k + 1}/{len(parts)} ({size:.1f} MiB): carry [{d}]  command: {cmd}")
 

@@ -96,7 +96,7 @@ def test_qlora_trains_through_the_loop_and_reloads_to_the_saved_probabilities(wo
 def test_qlora_gradient_checkpointing_recomputes_layers_on_cpu(llama):
     cfg = tiny_cfg(llama, "model.gradient_checkpointing=true", method="qlora")
     model, tok = tm.build_model(cfg, LABELS)
-    assert tm.hf_model(model).is_activation_checkpointing
+    assert tm.checkpointing_on(tm.hf_model(model))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         per_step, changed = count_layer_forwards(model, tok, cfg, steps=2)

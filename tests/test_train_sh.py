@@ -117,3 +117,20 @@ def test_several_processes_train_then_one_predicts(tiny_run):
     assert out.stdout.count("test probabilities computed for folds [0, 1]") == 1
     sub = pd.read_csv(tmp_path / "submissions" / "tiny.csv", dtype={"ID": str})
     validate(sub, pd.read_csv(tmp_path / "data" / "sample_submission.csv", dtype={"ID": str}))
+
+
+def test_gpus_listed_but_not_seen_by_torch_stop_before_training(tiny_run):
+    """A pod whose nvidia-smi lists GPUs while the venv's torch sees none (a wheel for another driver) must not train
+    on the CPU silently: one line naming the fix, exit 2, nothing trained; ALLOW_CPU=1 goes on."""
+    tmp_path, env = tiny_run
+    (tmp_path / "bin" / "nvidia-smi").write_text('#!/bin/sh\necho "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)"\n')
+    (tmp_path / "bin" / "nvidia-smi").chmod(0o755)
+    cmd = ["bash", str(ROOT / "train.sh"), str(tmp_path / "tiny.yaml"), "train.max_steps=2", "folds.run=[0]"]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert out.returncode == 2, out.stdout[-2000:]
+    error = [line for line in out.stdout.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "lists 1 GPU(s)" in error[0] and "USE_SYSTEM_PYTHON=1" in error[0]
+    assert not (tmp_path / "checkpoints").exists()
+    out = subprocess.run(cmd, env={**env, "ALLOW_CPU": "1"}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-2000:]
+    assert (tmp_path / "checkpoints" / "tiny" / "fold0" / "done.json").is_file()

@@ -196,14 +196,14 @@ def test_gradient_checkpointing_really_recomputes_lora_layers(family, tiny_root)
     path = make_tiny(family, tiny_root)
     cfg = tiny_cfg(path, "model.gradient_checkpointing=true", method="lora")
     model, tok = tm.build_model(cfg, LABELS)
-    assert tm.hf_model(model).is_activation_checkpointing
+    assert tm.checkpointing_on(tm.hf_model(model))
     per_step, changed = count_layer_forwards(model, tok, cfg)
     assert per_step == [2, 2] and changed  # forward + recompute in backward, and gradients still reach layer 0
     plain, tok = tm.build_model(tiny_cfg(path, method="lora"), LABELS)
     per_step, changed = count_layer_forwards(plain, tok, cfg)
     assert per_step == [1, 1] and changed
     frozen, _ = tm.build_model(cfg, LABELS, trainable=False)  # a model loaded to predict is not checkpointed
-    assert not tm.hf_model(frozen).is_activation_checkpointing
+    assert not tm.checkpointing_on(tm.hf_model(frozen))
 
 
 def test_gradient_checkpointing_runs_in_the_training_loop(workdir, comp_dir, tiny_root, monkeypatch):

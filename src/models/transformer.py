@@ -238,6 +238,12 @@ def enable_checkpointing(model) -> None:
         hf.enable_input_require_grads()  # transformers >= 5 does it itself (inputs are input_ids)
 
 
+def checkpointing_on(model) -> bool:
+    """Whether gradient checkpointing is switched on (`is_activation_checkpointing` in transformers >= 5)."""
+    return bool(getattr(model, "is_activation_checkpointing", None) or getattr(model, "is_gradient_checkpointing",
+                                                                               False))
+
+
 def _freeze_all_but_last_n(model, n: int) -> None:
     layers = transformer_layers(model)
     if not 0 <= n <= len(layers):
