@@ -18,11 +18,17 @@ import argparse
 import importlib
 import sys
 
-from src.config import load_config
+from src.config import check_cli_overrides, load_config
 from src.errors import cli
 
 MODULES = {"folds": "src.folds", "data": "src.data", "validate": "src.submission", "train": "src.train",
            "checkpoints": "src.checkpoints", "predict": "src.predict", "ensemble": "src.ensemble"}
+
+
+@cli
+def _check_args(argv: list[str] | None) -> None:
+    """Command-line rules for every command (an explicit empty `folds.run=` is an error), before any work."""
+    check_cli_overrides(argv or [])
 
 
 @cli
@@ -42,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
         return
+    _check_args(argv[1:])
     if argv[0] in ("run", "finalize"):
         return _pipeline(argv)
     if argv[0] not in MODULES:

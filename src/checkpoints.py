@@ -11,6 +11,11 @@ Rules (each reads the `metrics.json` of every `fold<k>/step<N>/`):
   balanced   lowest val loss among the checkpoints within `select.tolerance` of the best macro-F1
 `checkpoints/<exp>/selection.yaml` maps fold -> step with the rule (or "manual") and the metric values; it may be
 edited by hand (set `rule: manual` so a later rule run keeps the pick). Prediction reads only this file.
+
+A checkpoint's life lives here: written (`save_checkpoint`, through a temp folder), ranked and pruned (`keep_top_k`),
+checked (`checkpoint_problem`: metrics.json, valid_probs.npy, the weights' safetensors headers, resume.pt) and, when
+the newest resume state is damaged, passed over for the newest intact one (`repair_resume`). A damaged checkpoint is
+skipped with a note wherever an intact one can stand in, else it is a one-line error naming the file.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +32,8 @@ import yaml
 
 from src.config import Config, load_config, load_saved_sections
 from src.errors import UserError, cli
-from src.fileio import write_text
-from src.rundir import RunDir, checkpoint_dirs
+from src.fileio import read_json, write_text
+from src.rundir import RunDir, check_probs, checkpoint_dirs
 
 RULES = ("best_f1", "best_loss", "balanced")
 COLUMNS = ["step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned"]
@@ -37,6 +43,215 @@ HEADER = """\
 # `python -m src.checkpoints select <exp> --fold K --step N`): manual picks survive re-running a rule.
 # The metric values are the checkpoint's metrics.json, for reference.
 """
+RESUME = "resume.pt"
+RESUME_KEYS = ("optimizer", "scheduler", "rng", "position")
+NEEDED = ("val_loss", "f1_tuned")  # what every rule and listing reads
+_noted: set[str] = set()
+
+
+# ---------------------------------------------------------------- integrity
+
+def note(message: str) -> None:
+    """Print a one-line note, once per message (pruning looks at every checkpoint at each evaluation)."""
+    if message not in _noted:
+        _noted.add(message)
+        print(f"note: {message}", flush=True)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def metrics_problem(d: Path, needed=NEEDED) -> str | None:
+    """Why `d`'s metrics.json is unusable (unreadable, not a mapping, `needed` values missing or not numbers)."""
+    path = d / "metrics.json"
+    try:
+        m = read_json(path)
+    except UserError as e:
+        return str(e)
+    if not isinstance(m, dict):
+        return f"{path} holds no metrics mapping (truncated or corrupted?)"
+    bad = [key for key in needed if isinstance(m.get(key), bool) or not isinstance(m.get(key), (int, float))]
+    return f"{path} lacks numeric {bad}" if bad else None
+
+
+def read_metrics(d: Path, needed=NEEDED) -> dict | None:
+    """A checkpoint's metrics.json, or None with a note (the checkpoint is skipped) when it is damaged."""
+    problem = metrics_problem(d, needed)
+    if problem:
+        note(f"skipping checkpoint {d}: {problem}")
+        return None
+    return read_json(d / "metrics.json")
+
+
+def weights_problem(d: Path, required: bool = False) -> str | None:
+    """Why `d`'s weights cannot load: a truncated or garbage `*.safetensors` (only each file's header is read:
+    safetensors checks that its tensors cover the file exactly), or, when `required`, no weights file at all."""
+    from safetensors import safe_open
+
+    files = sorted(d.glob("*.safetensors"))
+    if not files:
+        return f"{d} holds no weights (*.safetensors)" if required and not any(d.glob("*.bin")) else None
+    for f in files:
+        try:
+            with safe_open(str(f), "pt"):
+                pass
+        except Exception as e:  # safetensors' own error type, OSError
+            return f"{f} is damaged (truncated or corrupted?): {_first_line(e)}"
+    return None
+
+
+def load_valid_probs(path: Path, n_labels: int | None = None) -> np.ndarray:
+    """A checkpoint's valid_probs.npy as float64, checked: readable, [rows, n_labels] (default: as saved), finite,
+    in [0, 1]; else a UserError naming the file."""
+    if not path.is_file():
+        raise UserError(f"{path} is missing")
+    try:
+        probs = np.load(path)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path} is damaged (truncated or corrupted?): {_first_line(e)}") from None
+    n = probs.shape[-1] if n_labels is None and probs.ndim else n_labels or 0
+    return check_probs(probs, [str(j) for j in range(n)], str(path))
+
+
+def checkpoint_problem(d: Path, resume: bool = False) -> str | None:
+    """Why checkpoint `d` is damaged (metrics.json, valid_probs.npy, the weights' headers; with `resume` a weights
+    file must exist), else None."""
+    problem = metrics_problem(d) or weights_problem(d, required=resume)
+    if problem is None and (d / "valid_probs.npy").is_file():
+        try:
+            load_valid_probs(d / "valid_probs.npy")
+        except UserError as e:
+            problem = str(e)
+    return problem
+
+
+def read_resume(d: Path, mmap: bool = False) -> tuple[dict | None, str | None]:
+    """(state, None) from checkpoint `d`'s resume.pt, or (None, why) when it or the checkpoint is damaged. `mmap`
+    maps the tensors instead of reading them (a cheap look at the fingerprint)."""
+    import torch
+
+    path = d / RESUME
+    problem = checkpoint_problem(d, resume=True)
+    if problem:
+        return None, problem
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
+    except Exception as e:  # zip/pickle errors of a truncated or garbage file
+        return None, f"{path} is damaged (truncated or corrupted?): {_first_line(e)}"
+    missing = [key for key in RESUME_KEYS if not isinstance(state, dict) or key not in state]
+    return (None, f"{path} is no resume state (lacks {missing})") if missing else (state, None)
+
+
+def resumable(fold_dir: Path) -> Path | None:
+    """The newest checkpoint holding resume state, if any (intact or not: see `find_resume`)."""
+    found = [d for _, d in checkpoint_dirs(fold_dir) if (d / RESUME).is_file()]
+    return found[-1] if found else None
+
+
+def find_resume(fold_dir: Path, mmap: bool = False) -> tuple[Path | None, dict | None, list[str]]:
+    """The newest checkpoint whose resume state (and weights, metrics) are intact, its state, and why each newer
+    checkpoint holding resume state was passed over."""
+    broken = []
+    for _, d in reversed(checkpoint_dirs(fold_dir)):
+        if (d / RESUME).is_file():
+            state, problem = read_resume(d, mmap)
+            if state is not None:
+                return d, state, broken
+            broken.append(problem)
+    return None, None, broken
+
+
+def repair_resume(fold_dir: Path, k: int) -> None:
+    """Before fold k resumes (main process only): if the newest resume state or its checkpoint is damaged, resume
+    from the newest intact one instead (the checkpoints after it are removed: training makes them again), or,
+    with none left, remove every checkpoint so the fold trains again from step 0. Either way it says so."""
+    d, _, broken = find_resume(fold_dir, mmap=True)
+    if not broken:
+        return
+    step = int(d.name[4:]) if d is not None else -1
+    later = [c for s, c in checkpoint_dirs(fold_dir) if s > step]
+    for c in later:
+        shutil.rmtree(c, ignore_errors=True)
+    then = (f"resuming fold {k} from the older intact {d}" if d is not None
+            else f"no intact resume state left: training fold {k} again from step 0")
+    note(f"{'; '.join(broken)}: {then} ({len(later)} later checkpoint(s) removed)")
+
+
+# ---------------------------------------------------------------- writing, ranking, pruning
+
+def _io_error(e: Exception) -> bool:
+    """An OSError, or the write failures torch and safetensors report as their own errors (disk full, ...)."""
+    text = str(e)
+    return isinstance(e, OSError) or ("IoError" in text or "failed writing" in text or "write failed" in text)
+
+
+def save_checkpoint(fold_dir: Path, step: int, model, tokenizer, record: dict, probs: np.ndarray,
+                    resume_state: dict | None) -> Path:
+    """Write step<N>/ through a temp folder renamed into place, then drop older checkpoints' resume state. A failed
+    write (disk full, read-only folder) removes the temp folder and is a UserError naming the checkpoint."""
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    final, tmp = fold_dir / f"step{step}", fold_dir / f".tmp-step{step}"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        hf_logging.disable_progress_bar()
+        try:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        finally:
+            hf_logging.enable_progress_bar()
+        np.save(tmp / "valid_probs.npy", probs.astype(np.float32))
+        if resume_state is not None:
+            torch.save(resume_state, tmp / RESUME)
+        (tmp / "metrics.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _io_error(e):
+            raise
+        reason = getattr(e, "strerror", None) or _first_line(e)
+        raise UserError(f"cannot write checkpoint {final}: {reason} (check that {fold_dir} is writable and the disk "
+                        "has space)") from None
+    for _, d in checkpoint_dirs(fold_dir):
+        if d != final:
+            (d / RESUME).unlink(missing_ok=True)
+    return final
+
+
+def _key(metric: str, value: float) -> float:
+    """Sort key: lower is better (val_loss as is, the F1s negated; NaN last)."""
+    if math.isnan(value):
+        return math.inf
+    return value if metric == "val_loss" else -value
+
+
+def _ranked(fold_dir: Path, metric: str) -> list[tuple[float, int, Path]]:
+    """The fold's intact checkpoints, best first by `metric` (ties: earlier step); damaged ones skipped (a note)."""
+    found = [(read_metrics(d, (metric,)), step, d) for step, d in checkpoint_dirs(fold_dir)]
+    return sorted((_key(metric, float(m[metric])), step, d) for m, step, d in found if m is not None)
+
+
+def prune(fold_dir: Path, keep: int, metric: str, protect: Path | None = None) -> None:
+    """Keep the `keep` best checkpoints by `metric` (ties: earlier step), and `protect`; damaged ones stay."""
+    if keep <= 0:
+        return
+    for _, _, d in _ranked(fold_dir, metric)[keep:]:
+        if d != protect:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def makes_top_k(fold_dir: Path, record: dict, keep: int, metric: str) -> bool:
+    """Whether a new checkpoint with `record` would survive `prune` (later steps lose ties)."""
+    if keep <= 0:
+        return True
+    ranked = _ranked(fold_dir, metric)
+    return len(ranked) < keep or _key(metric, record[metric]) < ranked[keep - 1][0]
+
+
+# ---------------------------------------------------------------- tables and selection
 
 
 def trained_folds(rd: RunDir) -> list[int]:
@@ -52,22 +267,23 @@ def fold_done(rd: RunDir, fold: int) -> bool:
 
 
 def list_checkpoints(rd: RunDir, fold: int) -> pd.DataFrame:
-    """One row per checkpoint of a fold (sorted by step): COLUMNS, per-label F1 dicts and the directory."""
+    """One row per checkpoint of a fold (sorted by step): COLUMNS, per-label F1 dicts and the directory; a checkpoint
+    with a damaged metrics.json is left out, with a note."""
     rows = []
     for step, d in checkpoint_dirs(rd.fold(fold)):
-        try:
-            m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{d / 'metrics.json'} is not valid JSON: {e}") from None
-        missing = [key for key in ("val_loss", "f1_tuned") if key not in m]
-        if missing:
-            raise UserError(f"{d / 'metrics.json'} lacks {missing}")
-        row = {c: float(m.get(c, math.nan)) for c in COLUMNS[1:]}
+        m = read_metrics(d)  # a damaged metrics.json: the checkpoint is skipped, with a note
+        if m is None:
+            continue
+        row = {c: _number(m.get(c)) for c in COLUMNS[1:]}
         rows.append({"step": step, **row, "per_label_f1": m.get("per_label_f1", {}),
                      "per_label_f1_at_0.5": m.get("per_label_f1_at_0.5", {}),
                      "has_probs": (d / "valid_probs.npy").is_file(), "dir": d})
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "per_label_f1", "per_label_f1_at_0.5", "has_probs", "dir"])
     return frame.sort_values("step", ignore_index=True)
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
 
 
 def pick(table: pd.DataFrame, rule: str, tolerance: float = 0.005) -> int:
@@ -102,11 +318,7 @@ def read_selection(rd: RunDir) -> dict[int, dict]:
     path = rd.selection
     if not path.is_file():
         return {}
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise UserError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
-    folds = doc.get("folds") if isinstance(doc, dict) else None
+    folds = _selection_doc(path).get("folds")
     if not isinstance(folds, dict):
         raise UserError(f"{path} must hold a 'folds:' mapping of fold -> {{step: N, rule: ...}}")
     out = {}
@@ -122,12 +334,34 @@ def read_selection(rd: RunDir) -> dict[int, dict]:
     return out
 
 
+def _selection_doc(path: Path) -> dict:
+    """selection.yaml's top-level mapping; a damaged file (unreadable, not UTF-8, not YAML) is a one-line error."""
+    fix = "fix it, or delete it to select by the rule again (manual picks are lost)"
+    try:
+        doc = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (corrupted?): {fix}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"{path} is not valid YAML ({str(e).splitlines()[0]}): {fix}") from None
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} must hold a 'folds:' mapping of fold -> {{step: N, rule: ...}}: {fix}")
+    return doc
+
+
 def saved_rule(rd: RunDir) -> tuple[str | None, float | None]:
     """The rule and tolerance selection.yaml was last written with (None, None without one)."""
     if not rd.selection.is_file():
         return None, None
-    doc = yaml.safe_load(rd.selection.read_text(encoding="utf-8")) or {}
-    return doc.get("rule"), doc.get("tolerance")
+    doc = _selection_doc(rd.selection)
+    rule, tolerance = doc.get("rule"), doc.get("tolerance")
+    if rule is not None and rule not in (*RULES, "manual"):
+        raise UserError(f"{rd.selection}: rule must be one of {', '.join(RULES)}, got {rule!r}")
+    if tolerance is not None and (isinstance(tolerance, bool) or not isinstance(tolerance, (int, float))
+                                  or not math.isfinite(tolerance) or tolerance < 0):
+        raise UserError(f"{rd.selection}: tolerance must be a number >= 0, got {tolerance!r}")
+    return (None if rule == "manual" else rule), tolerance
 
 
 def write_selection(rd: RunDir, entries: dict[int, dict], rule: str, tolerance: float) -> Path:

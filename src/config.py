@@ -1,12 +1,17 @@
 """The config dataclasses: YAML loading, `key=value` overrides and the resolved-config dump.
 
 One `Config` drives the CLI, `train.sh` and the notebooks. A YAML file sets any subset of fields;
-`section.field=value` overrides come last. Unknown keys are errors, so no option is silently ignored.
+`section.field=value` overrides come last. Unknown keys are errors, so no option is silently ignored. An override
+of a string field is taken literally (no YAML: `data.data_dir=/d/comp #v2` keeps its `#v2`); other fields parse
+YAML. Once the overrides are in, every number is range-checked (RANGES), list shapes too (LIST_RULES), and `exp`
+must be a plain name.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -205,6 +210,41 @@ class Config:
     extra: dict[str, Any] = field(default_factory=dict)  # free-form section for model families' own options
 
 
+# The allowed range of every int/float field, checked once the overrides are applied (NaN and inf are refused too).
+# A rule is "in [a, b]" (a bracket closes the end, a parenthesis opens it), ">= a", "> a", a single number, "any",
+# or alternatives joined by " or ". List-valued numbers have their shape rules in LIST_RULES.
+SEED = "in [0, 2147483647]"
+RANGES: dict[str, str] = {
+    "folds.n_folds": ">= 2", "folds.seed": SEED,
+    "tfidf.min_df": ">= 1", "tfidf.max_features": ">= 1", "tfidf.C": "> 0", "tfidf.grid_cv": ">= 2",
+    "tfidf.n_jobs": ">= 1 or -1",
+    "model.last_n_layers": ">= 0", "model.max_length": ">= 1", "model.multi_sample_dropout": ">= 0",
+    "lora.r": ">= 1", "lora.alpha": ">= 1", "lora.dropout": "in [0, 1)",
+    "train.epochs": ">= 0", "train.max_steps": ">= 0", "train.batch_size": ">= 1", "train.eval_batch_size": ">= 1",
+    "train.grad_accum": ">= 1", "train.lr": "in (0, 1]", "train.head_lr": "in [0, 1]",
+    "train.weight_decay": "in [0, 1]", "train.warmup_ratio": "in [0, 1]", "train.layer_lr_decay": "in (0, 1]",
+    "train.max_grad_norm": ">= 0", "train.pos_weight_clip": ">= 0", "train.focal_gamma": ">= 0",
+    "train.asl_gamma_neg": ">= 0", "train.asl_gamma_pos": ">= 0", "train.asl_clip": "in [0, 1)",
+    "train.label_smoothing": "in [0, 1)", "train.eval_every": ">= 0", "train.keep_top_k": ">= 0",
+    "train.ema": "in [0, 1)", "train.pad_to_multiple": ">= 0", "train.seed": SEED, "train.log_every": ">= 1",
+    "select.tolerance": "in [0, 1]",
+    "thresholds.fixed": "in [0, 1]",
+    "llm.n_shots": ">= 0", "llm.max_new_tokens": ">= 1", "llm.max_steps": ">= 0", "llm.max_train_rows": ">= 0",
+    "llm.max_test_rows": ">= 0 or -1", "llm.batch_size": ">= 1",
+    "probe.layer": "any",  # checked against the model's layers in src/llm/features.py
+    "probe.C": "> 0", "probe.hidden": ">= 1", "probe.max_iter": ">= 1", "probe.batch_size": ">= 1",
+    "probe.n_jobs": ">= 1 or -1",
+}
+NGRAM = "[min, max] with 1 <= min <= max"
+LIST_RULES: dict[str, str] = {
+    "tfidf.word_ngram": NGRAM, "tfidf.char_ngram": NGRAM,
+    "tfidf.grid_word_ngram": f"a non-empty list of {NGRAM}", "tfidf.grid_C": "a non-empty list of numbers > 0",
+    "folds.run": "distinct folds in 0..folds.n_folds-1 (empty: every fold)",
+}
+EXP_NAME = re.compile(r"[A-Za-z0-9_\-+=@,][A-Za-z0-9_.\-+=@,]{0,199}")
+_INTERVAL = re.compile(r"in ([\[(])(\S+), (\S+)([\])])")
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check/convert a YAML value to the annotated field type."""
     origin = typing.get_origin(tp)
@@ -230,9 +270,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             return value.lower() in ("true", "1", "yes")
         raise UserError(f"config '{key}' must be true/false, got {value!r}")
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if tp in (int, float) and isinstance(value, bool):
+        raise UserError(f"config '{key}' must be a number, got {value!r}")
+    if tp is float and isinstance(value, (int, float)):
         return float(value)
-    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+    if tp is int and isinstance(value, int):
         return value
     if tp is int and isinstance(value, float):
         if not value.is_integer():
@@ -241,6 +283,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, bool):  # YAML 1.1 reads no/yes/off/on as booleans: `precision: no` means "no"
             return "yes" if value else "no"
+        if isinstance(value, (list, dict)):
+            raise UserError(f"config '{key}' must be a string, got {value!r}")
         return "" if value is None else str(value)
     try:
         return tp(value)
@@ -265,16 +309,70 @@ def _build(cls: type, values: dict, prefix: str = ""):
     return obj
 
 
+def _key_type(key: str) -> Any:
+    """The annotated type of a dotted config key (Any inside `extra`); an unknown key is a UserError."""
+    tp: Any = Config
+    for part in key.split("."):
+        if tp is Any or typing.get_origin(tp) is dict:
+            return Any
+        hints = typing.get_type_hints(tp) if dataclasses.is_dataclass(tp) else {}
+        if part not in hints:
+            valid = f" (valid: {', '.join(sorted(hints))})" if hints else ""
+            raise UserError(f"unknown config key '{key}'{valid}")
+        tp = hints[part]
+    return tp
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    return getattr(e, "problem", None) or str(e).splitlines()[0]
+
+
+def _str_list(raw: str, key: str) -> list[str]:
+    """A list of strings from `[a, 'b, c']` (YAML flow list; unquoted items kept as written) or `a, b`."""
+    if not raw.strip().startswith("["):
+        return [v.strip() for v in raw.split(",") if v.strip()]
+    try:
+        node = yaml.compose(raw)
+    except yaml.YAMLError as e:
+        problem = _yaml_problem(e)
+        raise UserError(f"config '{key}' = {raw!r} is not a valid list ({problem}); e.g. {key}=[a, b]") from None
+    if not isinstance(node, yaml.SequenceNode) or not all(isinstance(n, yaml.ScalarNode) for n in node.value):
+        raise UserError(f"config '{key}' = {raw!r} must be a list of strings, e.g. {key}=[a, b] or {key}=a,b")
+    return [n.value for n in node.value]
+
+
+def _parse_value(raw: str, tp: Any, key: str) -> Any:
+    """An override's value: the raw text for a string field, strings for list[str], YAML for everything else."""
+    if tp is str:
+        return raw
+    if tp == list[str]:
+        return _str_list(raw, key)
+    if not raw:
+        return ""
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise UserError(f"config '{key}' = {raw!r} is not valid YAML ({_yaml_problem(e)})") from None
+
+
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
-    """Apply `section.key=value` strings (values parsed as YAML) and return a new Config."""
+    """Apply `section.key=value` strings and return a new Config.
+
+    A string field takes the text after the first `=` literally (spaces, `#`, quotes, `: `, `[` and `null`
+    included; `key=` is the empty string). A list of strings takes a YAML flow list `[a, "b, c"]` (unquoted items
+    as written) or comma-separated text (items stripped). Every other field parses the text as YAML.
+    """
     tree = to_dict(cfg)
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override '{item}' is not key=value")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw else ""
+        key = key.strip()
+        value = _parse_value(raw, _key_type(key), key)
+        if key == "exp":
+            check_exp(value)  # also refuses `exp=` (e.g. an unset shell variable), not a silent default
         node = tree
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
                 raise UserError(f"unknown config key '{key}'")
@@ -285,8 +383,84 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return _build(Config, tree)
 
 
+def check_cli_overrides(overrides: list[str]) -> None:
+    """Command-line rules on top of load_config's: `folds.run=` or `folds.run=[]` names no fold, an error.
+
+    (Leaving folds.run out trains every fold; in Python, load_config keeps `folds.run=[]` = every fold.)
+    """
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if sep and key.strip() == "folds.run" and not _coerce(_parse_value(raw, list[int], "folds.run"),
+                                                                list[int], "folds.run"):
+            raise UserError(f"folds.run={raw} names no fold: give the folds to train (e.g. folds.run=[0,3]), or "
+                            "leave folds.run out to train every fold")
+
+
+def check_exp(exp: str) -> None:
+    """`exp` names checkpoints/<exp>/ and submissions/<exp>.csv: a plain file name, nothing else."""
+    if not EXP_NAME.fullmatch(exp):
+        rule = ("a plain name: letters, digits and -_.+=@, (no / or \\, not starting with '.', at most 200 "
+                "characters), as it names checkpoints/<exp>/ and submissions/<exp>.csv")
+        raise UserError(f"exp={exp!r} must be {rule}" if exp else f"exp is empty: it must be {rule}")
+
+
+def _allowed(value: float, alt: str) -> bool:
+    if alt == "any":
+        return True
+    if m := _INTERVAL.fullmatch(alt):
+        lo, hi = float(m[2]), float(m[3])
+        return (lo <= value if m[1] == "[" else lo < value) and (value <= hi if m[4] == "]" else value < hi)
+    op, _, num = alt.partition(" ")
+    if not num:
+        return value == float(op)
+    return value >= float(num) if op == ">=" else value > float(num)
+
+
+def _check_number(key: str, value: float, rule: str) -> None:
+    if not math.isfinite(value):
+        raise UserError(f"config '{key}' = {value} is not a finite number")
+    if not any(_allowed(value, alt) for alt in rule.split(" or ")):
+        raise UserError(f"config '{key}' = {value} is out of range: it must be {rule}")
+
+
+def _check_ngram(key: str, value: list[int]) -> None:
+    if not (len(value) == 2 and 1 <= value[0] <= value[1]):
+        raise UserError(f"config '{key}' = {value} must be {NGRAM}, e.g. [1, 2]")
+
+
+def _check_lists(cfg: Config) -> None:
+    t, run, n = cfg.tfidf, cfg.folds.run, cfg.folds.n_folds
+    _check_ngram("tfidf.word_ngram", t.word_ngram)
+    _check_ngram("tfidf.char_ngram", t.char_ngram)
+    if not t.grid_word_ngram:
+        raise UserError(f"config 'tfidf.grid_word_ngram' is empty: it must be {LIST_RULES['tfidf.grid_word_ngram']}")
+    for i, r in enumerate(t.grid_word_ngram):
+        _check_ngram(f"tfidf.grid_word_ngram[{i}]", r)
+    if not t.grid_C:
+        raise UserError(f"config 'tfidf.grid_C' is empty: it must be {LIST_RULES['tfidf.grid_C']}, e.g. [0.3, 1, 3]")
+    for i, c in enumerate(t.grid_C):
+        _check_number(f"tfidf.grid_C[{i}]", c, "> 0")
+    bad = [k for k in run if not 0 <= k < n]
+    if bad:
+        raise UserError(f"config 'folds.run' = {run} has folds outside 0..{n - 1} (folds.n_folds={n}): {bad}")
+    twice = sorted({k for k in run if run.count(k) > 1})
+    if twice:
+        raise UserError(f"config 'folds.run' = {run} names fold(s) {twice} more than once")
+
+
+def check(cfg: Config, need_exp: bool = True) -> Config:
+    """Refuse a bad exp name (an empty one only if need_exp), an out-of-range number or a badly shaped list."""
+    if cfg.exp or need_exp:
+        check_exp(cfg.exp)
+    for key, rule in RANGES.items():
+        section, name = key.split(".")
+        _check_number(key, getattr(getattr(cfg, section), name), rule)
+    _check_lists(cfg)
+    return cfg
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Config from a YAML file (or defaults when path is None) plus overrides."""
+    """Config from a YAML file (or defaults when path is None) plus overrides, checked (see `check`)."""
     values: dict = {}
     if path is not None:
         p = Path(path)
@@ -304,11 +478,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     cfg = apply_overrides(cfg, overrides or [])
     if not cfg.exp:
         cfg.exp = cfg.model_type
-    return cfg
+    return check(cfg)
 
 
 def load_saved_sections(path: str | Path, sections: list[str], overrides: list[str] | None = None) -> Config:
-    """Defaults with `sections` taken from a run's saved config.yaml, then overrides.
+    """Defaults with `sections` taken from a run's saved config.yaml, then overrides, checked (exp only if set).
 
     For reading a finished run (checkpoints, blends): keys this version no longer has are skipped, so a run
     saved by an older version stays readable.
@@ -325,7 +499,7 @@ def load_saved_sections(path: str | Path, sections: list[str], overrides: list[s
             tree[sec].update({k: v for k, v in values.items() if k in tree[sec]})
         elif values is not None:
             tree[sec] = values
-    return apply_overrides(_build(Config, tree), overrides or [])
+    return check(apply_overrides(_build(Config, tree), overrides or []), need_exp=False)
 
 
 def to_dict(cfg: Config) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pandas as pd
 
 from src.config import DataConfig
 from src.errors import UserError, cli
-from src.fileio import read_csv, write_csv
+from src.fileio import check_header, csv_rows, read_csv, read_header, read_text, write_csv
 
 FILES = ("train.csv", "test.csv", "sample_submission.csv")
 
@@ -95,10 +96,112 @@ def find_data_dir(given: str | Path = "", places: tuple[str, ...] = DATA_PLACES)
                     "DATA_DIR (notebooks) or data.data_dir=...")
 
 
+# columns the kit adds to its own files (oof.csv, test.csv: id, fold, then one column per label) or uses internally;
+# a label may be none of these, nor start with RESERVED_PREFIX
+RESERVED_COLUMNS = frozenset({"id", "fold", "_row"})
+RESERVED_PREFIX = "_"
+TRUE_FALSE = {"True": 1, "TRUE": 1, "true": 1, "False": 0, "FALSE": 0, "false": 0}  # as pandas reads booleans
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
 def _first_ids(ids, n: int = 3) -> str:
     ids = list(ids)
     more = f" (+{len(ids) - n} more)" if len(ids) > n else ""
-    return ", ".join(map(str, ids[:n])) + more
+    show = repr if any(str(i) != str(i).strip() for i in ids[:n]) else str
+    return ", ".join(map(show, ids[:n])) + more
+
+
+def _is_number(cell: str) -> bool:
+    return bool(_NUMBER.fullmatch(cell.strip()))
+
+
+def _read(data_dir: Path, name: str) -> pd.DataFrame:
+    """One file of the folder, every column as its exact text (labels are converted after checking)."""
+    return read_csv(data_dir / name, name, dtype=str)
+
+
+def _first_column(data_dir: Path, name: str) -> set[str]:
+    return {fields[0] for _, _, fields in csv_rows(read_text(data_dir / name, name), name)}
+
+
+def _headerless(name: str, header: list[str], why: str, fix: str) -> UserError:
+    line = ",".join(header)
+    line = line if len(line) <= 60 else line[:57] + "..."
+    return UserError(f"{name} seems to have no header row: its first line {line!r} {why}; add the header line ({fix})")
+
+
+def _sample_columns(cfg: DataConfig, heads: dict[str, list[str]]) -> tuple[str, list[str]]:
+    """The id column and labels from sample_submission.csv's header, checked before the file is read."""
+    head, test_head = heads["sample_submission.csv"], heads["test.csv"]
+    values = head[1:]
+    if values and all(map(_is_number, values)) and (len(set(values)) < len(values) or head[0] not in test_head):
+        raise _headerless("sample_submission.csv", head, "looks like data (an id and label values)",
+                          "the id column's name, then the label names of train.csv")
+    check_header(head, "sample_submission.csv")
+    id_col = cfg.id_col or head[0]
+    if id_col not in head:
+        raise UserError(f"sample_submission.csv has no id column '{id_col}' (data.id_col); its columns: {head}")
+    if id_col != head[0]:
+        raise UserError(f"data.id_col '{id_col}' must be the first column of sample_submission.csv (a submission keeps "
+                        f"the sample's columns in order), not '{head[0]}'")
+    labels = head[1:]
+    if cfg.labels and list(cfg.labels) != labels:
+        raise UserError(f"data.labels {list(cfg.labels)} differ from sample_submission.csv's columns {labels}")
+    if not labels:
+        raise UserError(f"sample_submission.csv has no label columns (only '{id_col}'): it needs the id column, then "
+                        "one column per label")
+    for lab in labels:
+        if lab in RESERVED_COLUMNS or lab.startswith(RESERVED_PREFIX):
+            raise UserError(f"label '{lab}' of sample_submission.csv is a name the kit uses in its own files "
+                            f"({', '.join(sorted(RESERVED_COLUMNS))} or a leading '{RESERVED_PREFIX}'): rename the "
+                            "column in train.csv and sample_submission.csv")
+    return id_col, labels
+
+
+def _test_columns(cfg: DataConfig, data_dir: Path, heads: dict[str, list[str]], id_col: str,
+                  labels: list[str], sample_ids: set[str]) -> str:
+    """The text column, from test.csv's header (checked against the sample's id column and labels)."""
+    head = heads["test.csv"]
+    if id_col not in head:
+        if head[0] in sample_ids:
+            raise _headerless("test.csv", head, f"starts with the id '{head[0]}' of sample_submission.csv",
+                              f"{id_col},<text column>")
+        if not cfg.id_col and id_col in _first_column(data_dir, "test.csv"):
+            raise _headerless("sample_submission.csv", heads["sample_submission.csv"],
+                              f"starts with the id '{id_col}' of test.csv", "the id column's name, then the labels")
+        raise UserError(f"test.csv has no id column '{id_col}' (the first column of sample_submission.csv); "
+                        f"its columns: {head}")
+    check_header(head, "test.csv")
+    text_col = cfg.text_col
+    if not text_col:
+        others = [c for c in head if c != id_col]
+        if len(others) != 1:
+            raise UserError(f"cannot tell the text column of test.csv among {others}: set data.text_col")
+        text_col = others[0]
+    if text_col == id_col:
+        raise UserError(f"data.text_col '{text_col}' is the id column: name the column that holds the texts")
+    if text_col not in head:
+        raise UserError(f"test.csv has no text column '{text_col}'; its columns: {head}")
+    if text_col in labels:
+        raise UserError(f"'{text_col}' is both the text column and a label column of sample_submission.csv")
+    return text_col
+
+
+def _check_train_header(head: list[str], id_col: str, text_col: str, labels: list[str]) -> None:
+    if id_col not in head and text_col not in head and any(map(_is_number, head[1:])):
+        raise _headerless("train.csv", head, "looks like data", f"{id_col},{text_col},{','.join(labels)}")
+    check_header(head, "train.csv")
+    for col in (id_col, text_col):
+        if col not in head:
+            raise UserError(f"train.csv has no column '{col}'; its columns: {head}")
+    missing = [lab for lab in labels if lab not in head]
+    if missing:
+        raise UserError(f"train.csv lacks label columns of sample_submission.csv: {missing}")
+    extra = [c for c in head if c not in (id_col, text_col, *labels)]
+    if extra:
+        raise UserError(
+            f"train.csv has columns that are not id, text or a sample_submission.csv label: {extra}; drop them"
+        )
 
 
 def _check_ids(df: pd.DataFrame, id_col: str, name: str) -> None:
@@ -115,10 +218,39 @@ def _check_texts(df: pd.DataFrame, id_col: str, text_col: str, name: str) -> Non
         raise UserError(f"{name} has empty or missing text in '{text_col}' for ids {_first_ids(df.loc[bad, id_col])}")
 
 
+def _check_test_ids(test: pd.DataFrame, id_col: str, text_col: str, sample_ids: set[str]) -> None:
+    test_ids = set(test[id_col])
+    if test_ids == sample_ids:
+        return
+    only_test, only_sample = sorted(test_ids - sample_ids), sorted(sample_ids - test_ids)
+    hint, missing = "", set(only_sample)
+    if {i.strip() for i in test_ids} == {i.strip() for i in sample_ids}:
+        hint = "; they differ only in leading/trailing spaces"
+    elif any(line.split(",")[0] in missing for t in test[text_col] if "\n" in t for line in t.splitlines()[1:]):
+        hint = "; some of the sample's ids are inside test.csv texts: an unbalanced quote there merges rows"
+    raise UserError(
+        f"test.csv ids differ from sample_submission.csv ids: {len(only_test)} only in test "
+        f"({_first_ids(only_test)}), {len(only_sample)} only in the sample ({_first_ids(only_sample)}){hint}"
+    )
+
+
+def _check_merged_rows(df: pd.DataFrame, id_col: str, text_col: str, labels: list[str]) -> None:
+    """A text spanning lines that hold whole train rows (text, then 0/1 labels): an unbalanced quote merged them."""
+    width, tail = len(df.columns), len(labels)
+    for ident, text in zip(df[id_col], df[text_col]):
+        if "\n" not in text:
+            continue
+        for i, line in enumerate(text.splitlines()):
+            fields = next(csv.reader([line]), [])
+            if len(fields) == width - (i == 0) and all(f.strip() in ("0", "1") for f in fields[-tail:]):
+                raise UserError(f"train.csv: the text of id {ident} holds what look like whole rows ({line[:40]!r}): "
+                                "an unbalanced quote in it merges the rows that follow; fix the quote")
+
+
 def _check_labels(df: pd.DataFrame, id_col: str, labels: list[str], name: str) -> pd.DataFrame:
     out = df.copy()
     for lab in labels:
-        vals = pd.to_numeric(df[lab], errors="coerce")
+        vals = pd.to_numeric(df[lab].replace(TRUE_FALSE), errors="coerce")
         bad = vals.isna() | ~vals.isin([0, 1])
         if bad.any():
             shown = sorted({"NaN" if pd.isna(v) else str(v) for v in df.loc[bad, lab]})[:3]
@@ -130,56 +262,29 @@ def _check_labels(df: pd.DataFrame, id_col: str, labels: list[str], name: str) -
 
 
 def load_competition(cfg: DataConfig) -> Competition:
-    """Load and validate a competition folder; any problem is a one-line UserError."""
+    """Load and validate a competition folder; any problem is a one-line UserError.
+
+    Ids and texts are kept as their exact strings (no number, NA or boolean parsing, no stripping)."""
     data_dir = Path(cfg.data_dir)
     if not all((data_dir / f).is_file() for f in FILES):
         raise UserError(missing_data_message(data_dir))
-    sample = read_csv(data_dir / "sample_submission.csv", "sample_submission.csv", dtype=str)
-    id_col = cfg.id_col or sample.columns[0]
-    if id_col not in sample.columns:
-        raise UserError(f"sample_submission.csv has no id column '{id_col}'")
-    labels = [c for c in sample.columns if c != id_col]
-    if cfg.labels and list(cfg.labels) != labels:
-        raise UserError(f"data.labels {list(cfg.labels)} differ from sample_submission.csv's columns {labels}")
-    if not labels:
-        raise UserError("sample_submission.csv has no label columns")
+    heads = {f: read_header(data_dir / f, f) for f in FILES}
+    id_col, labels = _sample_columns(cfg, heads)
+    sample = _read(data_dir, "sample_submission.csv")
     _check_ids(sample, id_col, "sample_submission.csv")
+    sample_ids = set(sample[id_col])
 
-    test = read_csv(data_dir / "test.csv", "test.csv", dtype={id_col: str})
-    if id_col not in test.columns:
-        raise UserError(f"test.csv has no id column '{id_col}'")
-    text_col = cfg.text_col
-    if not text_col:
-        others = [c for c in test.columns if c != id_col]
-        if len(others) != 1:
-            raise UserError(f"cannot tell the text column of test.csv among {others}: set data.text_col")
-        text_col = others[0]
-    if text_col not in test.columns:
-        raise UserError(f"test.csv has no text column '{text_col}'")
-    test = test.astype({text_col: object})
+    text_col = _test_columns(cfg, data_dir, heads, id_col, labels, sample_ids)
+    test = _read(data_dir, "test.csv")
     _check_ids(test, id_col, "test.csv")
     _check_texts(test, id_col, text_col, "test.csv")
-    test_ids, sample_ids = set(test[id_col]), set(sample[id_col])
-    if test_ids != sample_ids:
-        raise UserError(
-            f"test.csv ids differ from sample_submission.csv ids: {len(test_ids - sample_ids)} only in test "
-            f"({_first_ids(sorted(test_ids - sample_ids))}), {len(sample_ids - test_ids)} only in the sample"
-        )
+    _check_test_ids(test, id_col, text_col, sample_ids)
 
-    train = read_csv(data_dir / "train.csv", "train.csv", dtype={id_col: str, text_col: object})
-    for col in (id_col, text_col):
-        if col not in train.columns:
-            raise UserError(f"train.csv has no column '{col}'")
-    missing = [lab for lab in labels if lab not in train.columns]
-    if missing:
-        raise UserError(f"train.csv lacks label columns of sample_submission.csv: {missing}")
-    extra = [c for c in train.columns if c not in (id_col, text_col, *labels)]
-    if extra:
-        raise UserError(
-            f"train.csv has columns that are not id, text or a sample_submission.csv label: {extra}; drop them"
-        )
+    _check_train_header(heads["train.csv"], id_col, text_col, labels)
+    train = _read(data_dir, "train.csv")
     _check_ids(train, id_col, "train.csv")
     _check_texts(train, id_col, text_col, "train.csv")
+    _check_merged_rows(train, id_col, text_col, labels)
     train = _check_labels(train, id_col, labels, "train.csv")
     return Competition(
         name=dataset_name(cfg),

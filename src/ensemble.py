@@ -38,6 +38,7 @@ from src.errors import UserError, cli
 from src.fileio import write_json, write_text
 from src.folds import ensure_folds, fold_path
 from src.rundir import RunDir, read_probs, write_probs
+from src.runguard import prepare_outputs, run_lock
 
 METHODS = ("prob", "rank")
 STEPS = (0.2, 0.1, 0.05, 0.02, 0.01)
@@ -191,16 +192,18 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
     cfg.extra = {"ensemble": {"members": list(names), "method": method, "equal": equal,
                               "weights": {n: float(wi) for n, wi in zip(names, w)}, "trials": trials, "seed": seed}}
     rd = RunDir.of(cfg)
-    write_text(rd.config, dump_config(cfg))
-    write_probs(rd.oof, comp.train_ids, np.tensordot(w, X, axes=1), comp.labels, fold)
-    write_probs(rd.test, comp.test_ids, np.tensordot(w, X_test, axes=1), comp.labels)
-    result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
-    result["ensemble"] = info
-    write_json(rd.metrics, result)
-    if cfg.output.plots:
-        f1s = {n: pd.Series(per_label_f1(Y, x, tc), index=comp.labels) for n, x in zip(names, X)}
-        report.f1_comparison({**f1s, out: pd.Series(result["per_label_f1"])}, rd.report / "blend_f1.png",
-                             "Per-label OOF F1 (tuned thresholds): members and blend")
+    with run_lock(rd):
+        prepare_outputs(rd, cfg)
+        write_text(rd.config, dump_config(cfg))
+        write_probs(rd.oof, comp.train_ids, np.tensordot(w, X, axes=1), comp.labels, fold)
+        write_probs(rd.test, comp.test_ids, np.tensordot(w, X_test, axes=1), comp.labels)
+        result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
+        result["ensemble"] = info
+        write_json(rd.metrics, result)
+        if cfg.output.plots:
+            f1s = {n: pd.Series(per_label_f1(Y, x, tc), index=comp.labels) for n, x in zip(names, X)}
+            report.f1_comparison({**f1s, out: pd.Series(result["per_label_f1"])}, rd.report / "blend_f1.png",
+                                 "Per-label OOF F1 (tuned thresholds): members and blend")
 
     print(f"\n[{out}] {method} blend of {len(names)} runs (OOF macro-F1 after per-label thresholds):")
     nest = "nested" if with_nested else ""

@@ -18,7 +18,8 @@ from src.errors import UserError
 from src.fileio import write_csv, write_json, write_text
 from src.folds import ensure_folds
 from src.models import family
-from src.rundir import RunDir, read_probs
+from src.rundir import RunDir, partial_reason, read_probs
+from src.runguard import prepare_outputs, run_lock
 
 
 def check_config(cfg: Config) -> None:
@@ -32,34 +33,53 @@ def check_config(cfg: Config) -> None:
         raise UserError(f"select.rule must be one of {', '.join(RULES)}, got {cfg.select.rule!r}")
 
 
+def preflight(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir) -> None:
+    """The model family's own checks of settings and reusable state (`preflight` in its module), before any write."""
+    check = getattr(family(cfg.model_type), "preflight", None)
+    if check is not None:
+        check(cfg, comp, folds, rd)
+
+
 def run(cfg: Config) -> dict:
-    """Train every fold of the configured model, then finalize. Returns the run's metrics."""
+    """Train every fold of the configured model, then finalize. Returns the run's metrics.
+
+    Everything that can be checked is checked before the first write (config, data, folds, the family's settings
+    and reusable folds, writable output folders), so a bad run leaves the previous run's files as they were."""
     t0 = time.time()
     check_config(cfg)
     comp = load_competition(cfg.data)
     folds, fold_file = ensure_folds(cfg, comp)
     rd = RunDir.of(cfg)
-    write_text(rd.config, dump_config(cfg))
-    print(f"[{cfg.exp}] {cfg.model_type} on {comp.name}: {len(comp.train)} train / {len(comp.test)} test rows, "
-          f"{len(comp.labels)} labels, folds {fold_file}")
-    family(cfg.model_type).run(cfg, comp, folds, rd)
-    return finalize(cfg, comp, folds, wall_s=time.time() - t0)
+    preflight(cfg, comp, folds, rd)
+    with run_lock(rd):
+        prepare_outputs(rd, cfg)
+        write_text(rd.config, dump_config(cfg))
+        print(f"[{cfg.exp}] {cfg.model_type} on {comp.name}: {len(comp.train)} train / {len(comp.test)} test rows, "
+              f"{len(comp.labels)} labels, folds {fold_file}"
+              + (f"; partial run ({partial_reason(cfg)}): outputs in {rd.out}" if rd.partial else ""))
+        family(cfg.model_type).run(cfg, comp, folds, rd)
+        return finalize(cfg, comp, folds, wall_s=time.time() - t0)
 
 
 def load_oof(rd: RunDir, comp: Competition, folds: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, bool]:
-    """OOF frame in train order (rows present), its probabilities, and whether it covers every train id."""
+    """OOF frame in train order (rows present, their train row numbers in `rows`), its probabilities, and whether it
+    covers every train id."""
+    if not rd.oof.is_file():
+        raise UserError(f"{rd.oof} does not exist: run this config first (python -m src run --config ...)")
     oof = read_probs(rd.oof, comp.labels)
     if oof["id"].duplicated().any():
         raise UserError(f"{rd.oof} lists some ids twice")
     unknown = set(oof["id"]) - set(comp.train_ids)
     if unknown:
-        raise UserError(f"{rd.oof} has {len(unknown)} ids not in train.csv, e.g. {sorted(unknown)[0]}")
-    if "fold" in oof.columns:
-        expected = folds.set_index("id").loc[oof["id"], "fold"].to_numpy()
-        if not (oof["fold"].to_numpy() == expected).all():
-            raise UserError(f"{rd.oof} was made with another fold file than this run's")
+        raise UserError(f"{rd.oof} has {len(unknown)} ids that are not in train.csv (e.g. {sorted(unknown)[0]})")
     order = pd.Series(range(len(comp.train)), index=comp.train_ids)
-    oof = oof.assign(_row=order.loc[oof["id"]].to_numpy()).sort_values("_row")
+    rows = order.loc[oof["id"]].to_numpy()
+    if "fold" in oof.columns:
+        if not (oof["fold"].to_numpy() == folds["fold"].to_numpy()[rows]).all():
+            raise UserError(f"{rd.oof} was made with another fold file than this run's")
+    keep = np.argsort(rows, kind="stable")
+    oof = oof.iloc[keep].reset_index(drop=True)
+    oof.attrs["rows"] = rows[keep]
     return oof, oof[comp.labels].to_numpy(np.float64), len(oof) == len(comp.train)
 
 
@@ -70,12 +90,18 @@ def finalize(cfg: Config, comp: Competition | None = None, folds: pd.DataFrame |
     if folds is None:
         folds, _ = ensure_folds(cfg, comp, verbose=False)
     rd = RunDir.of(cfg)
+    with run_lock(rd):
+        return _finalize(cfg, comp, folds, rd, wall_s)
+
+
+def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, wall_s: float | None) -> dict:
     oof, probs, complete = load_oof(rd, comp, folds)
-    Y = comp.Y[oof["_row"].to_numpy()]
+    rows = oof.attrs["rows"]
+    Y = comp.Y[rows]
     th = thresholds.tune(Y, probs, cfg.thresholds)
     P = thresholds.apply(probs, th, cfg.thresholds.min_one)
     table = metrics.per_label_table(Y, P, probs, comp.labels)
-    fold_of_row = folds["fold"].to_numpy()[oof["_row"].to_numpy()]
+    fold_of_row = folds["fold"].to_numpy()[rows]
     result = {
         "exp": cfg.exp,
         "model_type": cfg.model_type,
@@ -101,16 +127,21 @@ def finalize(cfg: Config, comp: Competition | None = None, folds: pd.DataFrame |
           + (f", {wall_s:.1f} s" if wall_s is not None else ""))
     test = read_probs(rd.test, comp.labels) if rd.test.is_file() else None
     n_test = 0 if test is None else len(set(test["id"]) & set(comp.test_ids))
-    if complete and n_test == len(comp.test) == len(test):
+    if rd.partial:
+        print(f"[{cfg.exp}] partial run ({partial_reason(cfg)}): OOF covers {len(oof)} of {len(comp.train)} train "
+              f"rows; its outputs are in {rd.out}; the complete run's oof.csv, test.csv and {rd.submission} are "
+              "untouched")
+    elif complete and test is not None and n_test == len(comp.test) == len(test):
         sub = submission.build(test["id"].tolist(), thresholds.apply(test[comp.labels].to_numpy(), th,
                                                                       cfg.thresholds.min_one), comp.sample)
         submission.write(sub, comp.sample, rd.submission)
         result["submission"] = str(rd.submission)
         print(f"[{cfg.exp}] submission: {rd.submission}")
     else:
-        rd.submission.unlink(missing_ok=True)  # an older complete run's file would no longer match this run
-        print(f"[{cfg.exp}] partial run: OOF covers {len(oof)} of {len(comp.train)} train rows (folds "
-              f"{result['folds']} of {cfg.folds.n_folds}), test probabilities {n_test} of {len(comp.test)} rows; "
-              "a submission is written once every fold and every row is in")
+        stale = rd.submission.is_file()
+        rd.submission.unlink(missing_ok=True)  # an older run's file would no longer match this run's outputs
+        print(f"[{cfg.exp}] NO SUBMISSION: OOF covers {len(oof)} of {len(comp.train)} train rows, test probabilities "
+              f"{n_test} of {len(comp.test)} rows; a submission is written once every fold and every row is in"
+              + (f"; removed the older {rd.submission}, which no longer matches this run" if stale else ""))
     write_json(rd.metrics, result)
     return result

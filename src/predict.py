@@ -7,6 +7,8 @@ For every fold of the run (`folds.run`, default all) the checkpoint named in `se
 - test probabilities: the fold model loaded and run over test.csv, cached as `fold<k>/step<N>/test_probs.npy`
   with `test_probs.json` holding the key (`test_key`: test ids+texts, labels and the inference settings); a changed
   selection or test.csv recomputes only the folds whose key no longer matches.
+Every probability is checked (finite, in [0, 1]): a damaged cache is recomputed after a note, a damaged
+valid_probs.npy or a model giving NaN is a one-line error. `preflight` checks settings, folds and selection first.
 oof.csv and the fold-averaged test.csv go through `write_fold_outputs`, thresholds and the submission through
 `pipeline.finalize`. This module is also the transformer family: `run` = train every fold -> select -> predict.
 """
@@ -31,7 +33,8 @@ from src.data import Competition, load_competition
 from src.errors import UserError, cli
 from src.fileio import atomic_path, write_json, write_text
 from src.folds import ensure_folds, folds_for_run
-from src.rundir import RunDir, write_fold_outputs
+from src.rundir import RunDir, check_probs, write_fold_outputs
+from src.runguard import prepare_outputs, run_lock
 
 # (cfg, step_dir, labels, texts) -> probabilities [len(texts), len(labels)]
 Predictor = Callable[[Config, Path, list[str], list[str]], np.ndarray]
@@ -67,28 +70,38 @@ def test_key(cfg: Config, comp: Competition) -> dict:
             "precision": resolve_precision(cfg.train.precision)}
 
 
-def _cached_test_probs(step_dir: Path, key: dict, n_rows: int, n_labels: int) -> np.ndarray | None:
+def _cached_test_probs(step_dir: Path, key: dict, labels: list[str], n_rows: int) -> np.ndarray | None:
+    """The cached test probabilities of `step_dir` if made under `key`; a damaged cache (unreadable, wrong shape,
+    NaN or out-of-[0, 1] values) gets a one-line note and None (it is recomputed)."""
     npy, meta = step_dir / "test_probs.npy", step_dir / "test_probs.json"
     if not (npy.is_file() and meta.is_file()):
         return None
     try:
         if json.loads(meta.read_text(encoding="utf-8")) != key:
             return None
-        probs = np.load(npy)
-    except (ValueError, OSError):
+        probs = check_probs(np.load(npy), labels, str(npy))
+        if len(probs) != n_rows:
+            raise UserError(f"{npy} has {len(probs)} rows, test.csv {n_rows}")
+    except (ValueError, OSError, EOFError, UserError) as e:
+        print(f"note: the cached {npy} is damaged ({str(e).splitlines()[0][:160]}): recomputing it")
         return None
-    return probs if probs.shape == (n_rows, n_labels) else None
+    return probs
 
 
 def _valid_probs(rd: RunDir, k: int, step: int, n_rows: int, n_labels: int) -> np.ndarray:
+    """valid_probs.npy of fold k's `step`, checked; a missing or damaged file is a UserError naming it."""
     path = rd.step(k, step) / "valid_probs.npy"
     if not path.is_file():
         raise UserError(f"{path} is missing: fold {k} step {step} cannot give OOF probabilities")
-    probs = np.load(path)
-    if probs.shape != (n_rows, n_labels):
+    try:
+        probs = checkpoints.load_valid_probs(path, n_labels)
+    except UserError as e:
+        raise UserError(f"{e}; pick another step of fold {k} (python -m src.checkpoints select), or delete "
+                        f"{rd.fold(k)} and train it again") from None
+    if len(probs) != n_rows:
         raise UserError(f"{path} has shape {probs.shape}, fold {k} has {n_rows} held-out rows x {n_labels} labels "
                         "(was it trained with another fold file?)")
-    return probs.astype(np.float64)
+    return probs
 
 
 def selected_steps(cfg: Config, rd: RunDir) -> dict[int, int]:
@@ -121,11 +134,13 @@ def predict(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir,
     for k, step in tqdm(steps.items(), desc="test predictions", unit="fold"):
         step_dir = rd.step(k, step)
         valid = _valid_probs(rd, k, step, int((fold == k).sum()), n_labels)
-        test = _cached_test_probs(step_dir, key, len(texts), n_labels)
+        test = _cached_test_probs(step_dir, key, comp.labels, len(texts))
         if test is None:
             test = np.asarray(predictor(cfg, step_dir, comp.labels, texts), dtype=np.float32)
             if test.shape != (len(texts), n_labels):
-                raise ValueError(f"predictor returned shape {test.shape} for {len(texts)} texts x {n_labels} labels")
+                raise UserError(f"{step_dir}: the model gave probabilities of shape {test.shape} for {len(texts)} "
+                                f"texts x {n_labels} labels")
+            check_probs(test, comp.labels, f"test predictions of {step_dir}", comp.test_ids)  # never cached if bad
             with atomic_path(step_dir / "test_probs.npy") as tmp, open(tmp, "wb") as f:
                 np.save(f, test)
             write_json(step_dir / "test_probs.json", key)
@@ -136,6 +151,39 @@ def predict(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir,
     print(f"[{cfg.exp}] checkpoints {', '.join(f'fold{k}/step{s}' for k, s in steps.items())}; test probabilities "
           f"computed for folds {computed or 'none'}, cached for {cached or 'none'}")
     return steps
+
+
+def preflight(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, predict_only: bool = False) -> None:
+    """Checks before any work. The family run (`run`: train -> select -> predict): `src.train.preflight` (settings,
+    every run fold's done.json / resume state against its fingerprint) and a readable selection.yaml whose manual
+    picks of finished folds exist. `predict_only` (python -m src.predict): the settings, every run fold finished
+    under its current fingerprint (train.csv edited since: an error), selection.yaml readable and each selected
+    checkpoint intact."""
+    from src import train
+
+    run_folds = folds_for_run(cfg)
+    if predict_only:
+        train.check_train_config(cfg)
+        not_done = [k for k in run_folds if not checkpoints.fold_done(rd, k)]
+        if not_done:
+            raise UserError(f"folds {not_done} of {rd.root} have not finished training (no done.json); train them "
+                            f"(python -m src.train --config ...) or set folds.run to the finished folds")
+        for k in run_folds:
+            train.check_fold(cfg, comp, folds, rd, k)
+    else:
+        train.preflight(cfg, comp, folds, rd)
+    saved = checkpoints.read_selection(rd)
+    checkpoints.saved_rule(rd)
+    for k in run_folds:
+        entry = saved.get(k)
+        if entry is None or not checkpoints.fold_done(rd, k) or not (predict_only or entry["rule"] == "manual"):
+            continue
+        d = rd.step(k, int(entry["step"]))
+        problem = (f"{d} does not exist" if not (d / "metrics.json").is_file()
+                   else checkpoints.checkpoint_problem(d))
+        if problem:
+            raise UserError(f"{rd.selection} picks fold {k} step {entry['step']}, but {problem}: pick another step "
+                            f"(python -m src.checkpoints select {rd.root.name} --fold {k} --step N)")
 
 
 def run(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir) -> None:
@@ -163,10 +211,12 @@ def main(argv: list[str] | None = None) -> dict:
     comp = load_competition(cfg.data)
     folds, _ = ensure_folds(cfg, comp)
     rd = RunDir.of(cfg)
-    if not rd.config.is_file():
-        write_text(rd.config, dump_config(cfg))
-    predict(cfg, comp, folds, rd)
-    return finalize(cfg, comp, folds, wall_s=time.time() - t0)
+    with run_lock(rd):
+        prepare_outputs(rd, cfg)
+        if not rd.config.is_file():
+            write_text(rd.config, dump_config(cfg))
+        predict(cfg, comp, folds, rd)
+        return finalize(cfg, comp, folds, wall_s=time.time() - t0)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,12 @@
                       oof.csv              id, fold, one probability per label; every train id once
                       test.csv             id, one probability per label; mean over fold models
                       thresholds.json, metrics.json, per_label.csv, report/*.png
+                      partial/             the same outputs (config.yaml ... report/) of a partial run
     submissions/<exp>.csv
+
+A partial run (`folds.run` naming some folds, or an LLM run on a subset of rows) writes its outputs under
+`partial/`, so it never replaces a complete run's oof.csv, test.csv or submission; fold checkpoints are shared.
+Probabilities are checked (finite, in [0, 1]) whenever they are written or read.
 """
 
 from __future__ import annotations
@@ -22,24 +27,37 @@ from src.errors import UserError
 from src.fileio import read_csv, write_csv
 
 
+def partial_reason(cfg: Config) -> str:
+    """Why a run covers only part of the data ("" for a complete run): some folds, or a subset of LLM rows."""
+    run = set(cfg.folds.run)
+    if run and run != set(range(cfg.folds.n_folds)):
+        return f"folds {sorted(run)} of {cfg.folds.n_folds}"
+    if cfg.model_type in ("llm", "llm_finetune") and (cfg.llm.max_train_rows > 0 or cfg.llm.max_test_rows != 0):
+        return f"llm.max_train_rows={cfg.llm.max_train_rows}, llm.max_test_rows={cfg.llm.max_test_rows}"
+    return ""
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
     submissions_dir: Path
+    partial: bool = False  # outputs under root/partial/, no submission
 
     @classmethod
     def of(cls, cfg: Config) -> RunDir:
-        return cls(Path(cfg.output.checkpoints_dir) / cfg.exp, Path(cfg.output.submissions_dir))
+        return cls(Path(cfg.output.checkpoints_dir) / cfg.exp, Path(cfg.output.submissions_dir),
+                   bool(partial_reason(cfg)))
 
-    config = property(lambda self: self.root / "config.yaml")
-    oof = property(lambda self: self.root / "oof.csv")
-    test = property(lambda self: self.root / "test.csv")
-    thresholds = property(lambda self: self.root / "thresholds.json")
-    metrics = property(lambda self: self.root / "metrics.json")
-    per_label = property(lambda self: self.root / "per_label.csv")
+    out = property(lambda self: self.root / "partial" if self.partial else self.root)  # the run's outputs
+    config = property(lambda self: self.out / "config.yaml")
+    oof = property(lambda self: self.out / "oof.csv")
+    test = property(lambda self: self.out / "test.csv")
+    thresholds = property(lambda self: self.out / "thresholds.json")
+    metrics = property(lambda self: self.out / "metrics.json")
+    per_label = property(lambda self: self.out / "per_label.csv")
+    report = property(lambda self: self.out / "report")
     selection = property(lambda self: self.root / "selection.yaml")
-    report = property(lambda self: self.root / "report")
-    submission = property(lambda self: self.submissions_dir / f"{self.root.name}.csv")
+    submission = property(lambda self: self.submissions_dir / f"{self.root.name}.csv")  # complete runs only
 
     def fold(self, k: int) -> Path:
         return self.root / f"fold{k}"
@@ -56,20 +74,64 @@ def checkpoint_dirs(fold_dir: Path) -> list[tuple[int, Path]]:
     return sorted((s, d) for s, d in found if (d / "metrics.json").is_file())
 
 
+def check_probs(probs: np.ndarray, labels: list[str], what: str, ids=None) -> np.ndarray:
+    """`probs` as float64 [rows, labels]; NaN, infinite or out-of-[0, 1] values raise a UserError naming `what`."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] != len(labels):
+        raise UserError(f"{what}: probabilities have shape {probs.shape}, expected [rows, {len(labels)} labels]")
+    bad = ~np.isfinite(probs) | (probs < 0) | (probs > 1)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        kind = "NaN" if np.isnan(probs[row, col]) else "infinite" if np.isinf(probs[row, col]) else "outside [0, 1]"
+        where = f"id {ids[row]}" if ids is not None else f"row {row}"
+        raise UserError(f"{what}: {int(bad.sum())} probabilities are NaN, infinite or outside [0, 1] (first: "
+                        f"{kind} {probs[row, col]!r} for label '{labels[col]}', {where}); a diverged model or a "
+                        "damaged file: retrain, or recompute the file")
+    return probs
+
+
 def write_probs(path: Path, ids: list[str], probs: np.ndarray, labels: list[str], folds=None) -> Path:
-    """Probability file: `id`, optional `fold`, then one column per label."""
-    frame = pd.DataFrame(np.asarray(probs, dtype=np.float64), columns=labels)
+    """Probability file: `id`, optional `fold`, then one column per label (checked before anything is written)."""
+    probs = check_probs(probs, labels, f"refusing to write {path}", list(ids))
+    if len(ids) != len(probs):
+        raise ValueError(f"{path}: {len(ids)} ids for {len(probs)} rows of probabilities")
+    frame = pd.DataFrame(probs, columns=labels)
     if folds is not None:
         frame.insert(0, "fold", np.asarray(folds, dtype=np.int64))
     frame.insert(0, "id", list(ids))
     return write_csv(path, frame, float_format="%.6g")
 
 
+def _float(cell: str) -> float:
+    try:
+        return float(cell)
+    except ValueError:
+        return np.nan
+
+
 def read_probs(path: Path, labels: list[str]) -> pd.DataFrame:
-    frame = read_csv(path, str(path), dtype={"id": str})
-    missing = [lab for lab in labels if lab not in frame.columns]
+    """A probability file with its `id` column as text and every label column checked (numbers in [0, 1])."""
+    frame = read_csv(path, str(path), dtype=str)
+    missing = [c for c in ("id", *labels) if c not in frame.columns]
     if missing:
-        raise UserError(f"{path} lacks probability columns {missing}")
+        raise UserError(f"{path} lacks columns {missing}")
+    if frame["id"].isna().any():
+        raise UserError(f"{path} has rows without an id")
+    values = frame[labels].apply(pd.to_numeric, errors="coerce")
+    text = frame[labels].notna() & values.isna()
+    for col in text.columns[text.any()]:  # "nan", "inf": numbers to float(), refused below by check_probs
+        values.loc[text[col], col] = frame.loc[text[col], col].map(_float)
+    text = frame[labels].notna() & values.isna() & ~frame[labels].apply(lambda c: c.str.strip().str.lower() == "nan")
+    if text.any().any():
+        col = text.any().idxmax()
+        raise UserError(f"{path}: column '{col}' holds non-numbers, e.g. {frame.loc[text[col], col].iloc[0]!r}")
+    check_probs(values.to_numpy(), labels, str(path), frame["id"].tolist())
+    frame[labels] = values
+    if "fold" in frame.columns:
+        fold = pd.to_numeric(frame["fold"], errors="coerce")
+        if fold.isna().any() or not (fold == fold.round()).all():
+            raise UserError(f"{path}: column 'fold' must hold fold numbers")
+        frame["fold"] = fold.astype(np.int64)
     return frame
 
 

@@ -11,7 +11,12 @@ processes train on CPU). Per fold k, in checkpoints/<exp>/fold<k>/:
     history.jsonl  training loss every `train.log_every` steps, every evaluation, every resume
     done.json      the fold is finished: later runs skip it (delete the fold's folder to train it again)
 A killed run restarts where it stopped: finished folds are skipped, an unfinished fold continues from its newest
-checkpoint (each process with its own RNG state, so a multi-GPU resume is exact too). `train.keep_top_k` keeps the
+checkpoint (each process with its own RNG state, so a multi-GPU resume is exact too; a damaged newest resume state
+falls back to the newest intact one, else the fold starts again, with a note). done.json and resume.pt hold the
+fold's fingerprint: the training settings and digests of train.csv's ids, texts and labels and the fold's held-out
+ids; `preflight` checks every fold's against the current one before any fold trains, and a mismatch is an error
+naming what changed ("settings changed (train.lr ...)", "data changed (train texts)"). NaN/inf held-out outputs
+stop the fold ("diverged") before that evaluation's checkpoint is written. `train.keep_top_k` keeps the
 K best checkpoints by `train.keep_metric` (plus, while training, the newest, which resuming needs). `val_loss` is
 the plain (unweighted) BCE of the held-out rows; `train_loss` is the training criterion (`train.loss`, pos_weight,
 label smoothing) averaged since the previous evaluation.
@@ -44,18 +49,19 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from src import metrics, precision, thresholds
+from src.checkpoints import RESUME, find_resume, makes_top_k, prune, read_metrics, repair_resume, save_checkpoint
 from src.config import Config, ThresholdConfig, dump_config, load_config, to_dict
 from src.data import Competition, load_competition
 from src.ema import EMA
 from src.errors import UserError, cli
-from src.fileio import write_json, write_text
+from src.fileio import read_json, write_json, write_text
 from src.folds import ensure_folds, folds_for_run
 from src.losses import make_loss
 from src.models import transformer as tm
-from src.rundir import RunDir, checkpoint_dirs
+from src.rundir import RunDir, check_probs, checkpoint_dirs
+from src.runguard import prepare_outputs, run_lock
 from src.weights import pos_weight
 
-RESUME = "resume.pt"
 KEEP_METRICS = ("f1_tuned", "f1_at_0.5", "val_loss")
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
@@ -158,7 +164,7 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, world: int, seed: int, b
 def eval_metrics(Y: np.ndarray, logits: np.ndarray, labels: list[str]) -> tuple[dict, np.ndarray]:
     """Held-out metrics (val_loss = plain BCE, macro-F1 at 0.5 and at per-label tuned thresholds) and the probs."""
     lt = torch.from_numpy(logits)
-    probs = torch.sigmoid(lt).numpy()
+    probs = check_probs(torch.sigmoid(lt).numpy(), labels, "held-out probabilities")  # never NaN into a checkpoint
     val_loss = F.binary_cross_entropy_with_logits(lt, torch.from_numpy(Y.astype(np.float32))).item()
     th = thresholds.tune(Y, probs, ThresholdConfig(mode="per_label"))
     f1_tuned = metrics.f1_per_label(Y, thresholds.apply(probs, th))
@@ -188,65 +194,6 @@ def evaluate(acc, model, seqs: list, rows: np.ndarray, pad_id: int, side: str, b
     for pos, part in parts:
         out[pos] = part
     return out
-
-
-def resumable(fold_dir: Path) -> Path | None:
-    """The newest checkpoint holding resume state, if any."""
-    found = [d for _, d in checkpoint_dirs(fold_dir) if (d / RESUME).is_file()]
-    return found[-1] if found else None
-
-
-def save_checkpoint(fold_dir: Path, step: int, model, tokenizer, record: dict, probs: np.ndarray,
-                    resume_state: dict | None) -> Path:
-    """Write step<N>/ through a temp folder renamed into place, then drop older checkpoints' resume state."""
-    from transformers.utils import logging as hf_logging
-
-    final, tmp = fold_dir / f"step{step}", fold_dir / f".tmp-step{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-    finally:
-        hf_logging.enable_progress_bar()
-    np.save(tmp / "valid_probs.npy", probs.astype(np.float32))
-    if resume_state is not None:
-        torch.save(resume_state, tmp / RESUME)
-    write_json(tmp / "metrics.json", record)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
-    for _, d in checkpoint_dirs(fold_dir):
-        if d != final:
-            (d / RESUME).unlink(missing_ok=True)
-    return final
-
-
-def _key(metric: str, value: float) -> float:
-    """Sort key: lower is better (val_loss as is, the F1s negated)."""
-    return value if metric == "val_loss" else -value
-
-
-def _ranked(fold_dir: Path, metric: str) -> list[tuple[float, int, Path]]:
-    """The fold's checkpoints, best first by `metric` (ties: earlier step)."""
-    return sorted((_key(metric, json.loads((d / "metrics.json").read_text(encoding="utf-8"))[metric]), step, d)
-                  for step, d in checkpoint_dirs(fold_dir))
-
-
-def prune(fold_dir: Path, keep: int, metric: str, protect: Path | None = None) -> None:
-    """Keep the `keep` best checkpoints by `metric` (ties: earlier step), and `protect`."""
-    if keep <= 0:
-        return
-    for _, _, d in _ranked(fold_dir, metric)[keep:]:
-        if d != protect:
-            shutil.rmtree(d, ignore_errors=True)
-
-
-def makes_top_k(fold_dir: Path, record: dict, keep: int, metric: str) -> bool:
-    """Whether a new checkpoint with `record` would survive `prune` (later steps lose ties)."""
-    if keep <= 0:
-        return True
-    ranked = _ranked(fold_dir, metric)
-    return len(ranked) < keep or _key(metric, record[metric]) < ranked[keep - 1][0]
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -282,29 +229,133 @@ NOT_IN_FINGERPRINT = ("report_to", "log_every", "keep_top_k", "keep_metric", "ev
                       "pad_to_multiple", "resume_state")
 
 
-def fingerprint(cfg: Config, labels: list[str], held_out_ids, sections=("model", "lora", "train")) -> str:
-    """What a fold's trained model depends on: its held-out ids, the labels and the config `sections` (minus
-    logging/bookkeeping fields). A finished or resumable fold is reused only under the same fingerprint."""
+def digest(values) -> str:
+    """A short digest of a list of values (ids, texts, label rows), as JSON: no text can fake a separator."""
+    return hashlib.sha1(json.dumps(values, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def fingerprint_parts(cfg: Config, comp: Competition, held_out_ids, sections=("model", "lora", "train")) -> dict:
+    """What a fold's trained model depends on: the config `sections` (minus logging/bookkeeping fields) and, under
+    "data", the label names and digests of train.csv's ids, texts and label values and of the fold's held-out ids
+    (the fold assignment). Stored in done.json / resume.pt, so a mismatch can name what changed."""
     tree = to_dict(cfg)
-    payload = {s: {key: v for key, v in tree[s].items() if not (s == "train" and key in NOT_IN_FINGERPRINT)}
-               for s in sections}
-    payload.update(labels=list(labels), held_out=hashlib.sha1("\n".join(held_out_ids).encode()).hexdigest())
-    return hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    parts = {s: {key: v for key, v in tree[s].items() if not (s == "train" and key in NOT_IN_FINGERPRINT)}
+             for s in sections}
+    parts["data"] = {"label names": list(comp.labels), "train ids": digest(comp.train_ids),
+                     "train texts": digest(comp.train_texts), "train labels": digest(comp.Y.tolist()),
+                     "held-out ids": digest([str(i) for i in held_out_ids])}
+    return json.loads(json.dumps(parts, default=str))  # as read back from JSON: tuples are lists
+
+
+def fingerprint(parts: dict) -> str:
+    """The hash of `fingerprint_parts`: a finished or resumable fold is reused only under the same one."""
+    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fold_parts(cfg: Config, comp: Competition, folds, k: int) -> dict:
+    return fingerprint_parts(cfg, comp, folds["id"].to_numpy()[folds["fold"].to_numpy() == k])
 
 
 def fold_fingerprint(cfg: Config, comp: Competition, folds, k: int) -> str:
-    return fingerprint(cfg, comp.labels, folds["id"].to_numpy()[folds["fold"].to_numpy() == k])
+    return fingerprint(fold_parts(cfg, comp, folds, k))
 
 
-def check_reuse(fold_dir: Path, saved: str | None, current: str, what: str) -> None:
-    if saved is not None and saved != current:
-        raise UserError(f"{fold_dir} holds a {what} made with other settings or folds (fingerprint {saved}, now "
-                        f"{current}): use another exp name, or delete {fold_dir} to train it again")
+_MISSING = object()
+
+
+def _show(value) -> str:
+    return "(unset)" if value is _MISSING else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
+    """What differs between saved and current fingerprint parts: (settings like "train.lr 2e-05 -> 3e-05",
+    data like "train texts")."""
+    settings, data = [], []
+    for section in sorted(set(saved) | set(current)):
+        old, new = saved.get(section), current.get(section)
+        if not (isinstance(old, dict) and isinstance(new, dict)):
+            if old != new:
+                (data if section == "data" else settings).append(section)
+            continue
+        for key in sorted(set(old) | set(new)):
+            before, after = old.get(key, _MISSING), new.get(key, _MISSING)
+            if before == after:
+                continue
+            if section == "data":
+                data.append(f"{key} {_show(before)} -> {_show(after)}" if key == "label names" else key)
+            else:
+                settings.append(f"{section}.{key} {_show(before)} -> {_show(after)}")
+    return settings, data
+
+
+def mismatch(saved: dict, current: dict) -> str | None:
+    """Why a done.json / resume state (`saved`: "fingerprint", "fingerprint_parts") does not fit the `current`
+    parts, or None when it does (or holds no fingerprint at all)."""
+    old = saved.get("fingerprint")
+    if old is None or old == fingerprint(current):
+        return None
+    parts = saved.get("fingerprint_parts")
+    if not isinstance(parts, dict):  # written before the parts were stored: only the hash to compare
+        return (f"settings or data changed (fingerprint {old}, now {fingerprint(current)}; an older kit's fold "
+                "records no details)")
+    settings, data = changes(parts, current)
+    why = [f"settings changed ({', '.join(settings)})"] if settings else []
+    why += [f"data changed ({', '.join(data)})"] if data else []
+    return " and ".join(why) or f"fingerprint changed ({old}, now {fingerprint(current)})"
+
+
+def check_reuse(fold_dir: Path, saved: dict, current: dict, what: str) -> None:
+    """A UserError naming the fold folder, what changed and how to retrain, unless `saved` fits `current`."""
+    why = mismatch(saved, current)
+    if why:
+        raise UserError(f"{fold_dir} holds a {what} that no longer matches: {why}; delete {fold_dir} to train it "
+                        "again, or use another exp name")
+
+
+def read_done(fold_dir: Path) -> dict:
+    """A fold's done.json; a damaged one is a UserError saying how to retrain the fold."""
+    path = fold_dir / "done.json"
+    try:
+        done = read_json(path)
+    except UserError as e:
+        raise UserError(f"{e}; delete {fold_dir} to train the fold again") from None
+    if not isinstance(done, dict):
+        raise UserError(f"{path} holds no mapping (truncated or corrupted?); delete {fold_dir} to train the fold again")
+    return done
+
+
+def check_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int) -> bool:
+    """Whether fold k is finished (done.json). Raises a UserError when its done.json or its newest intact resume
+    state was made with other settings or data, when done.json is damaged, or when it has checkpoints but no
+    resume state (train.resume_state=false). A damaged newest resume state is left to `repair_resume`."""
+    fold_dir, current = rd.fold(k), fold_parts(cfg, comp, folds, k)
+    if (fold_dir / "done.json").is_file():
+        check_reuse(fold_dir, read_done(fold_dir), current, "finished fold")
+        return True
+    _, state, broken = find_resume(fold_dir, mmap=True)
+    if state is not None:
+        check_reuse(fold_dir, state, current, "half-trained fold")
+    elif not broken and checkpoint_dirs(fold_dir):
+        raise UserError(f"{fold_dir} has checkpoints but no resume state or done.json (train.resume_state=false "
+                        f"keeps none): delete it to train fold {k} again")
+    return False
+
+
+def preflight(cfg: Config, comp: Competition, folds, rd: RunDir) -> None:
+    """Everything checkable before training starts: the settings (`check_train_config`), and every run fold's
+    done.json or resume state against its fingerprint (a mismatch on fold 7 is found before fold 0 trains)."""
+    check_train_config(cfg)
+    for k in folds_for_run(cfg):
+        check_fold(cfg, comp, folds, rd, k)
 
 
 def _append(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e} (check that the folder is writable and the disk "
+                        "has space)") from None
 
 
 # ---------------------------------------------------------------- the loop
@@ -319,15 +370,22 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     fold_dir = rd.fold(k)
     main = acc.is_main_process
     if main:
-        fold_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fold_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create {fold_dir}: {e.strerror or e}") from None
         for tmp in fold_dir.glob(".tmp-step*"):  # a checkpoint interrupted while being written
             shutil.rmtree(tmp, ignore_errors=True)
+        repair_resume(fold_dir, k)  # a damaged newest resume state: the newest intact one, or step 0
     acc.wait_for_everyone()
-    resume = resumable(fold_dir)
-    fp = fold_fingerprint(cfg, comp, folds, k)
+    parts = fold_parts(cfg, comp, folds, k)
+    fp = fingerprint(parts)
+    resume, state, _ = find_resume(fold_dir)
     if resume is None and checkpoint_dirs(fold_dir):
         raise UserError(f"{fold_dir} has checkpoints but no resume state or done.json (train.resume_state=false "
                         f"keeps none): delete it to train fold {k} again")
+    if state is not None:
+        check_reuse(fold_dir, state, parts, "half-trained fold")
     set_seed(t.seed + k)
 
     model, tokenizer = tm.build_model(cfg, comp.labels, checkpoint=resume)
@@ -350,9 +408,7 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     if world > 1:  # same initial weights everywhere (seeded above), then a dropout stream of each process's own
         set_seed(t.seed + k, device_specific=True)
     pos = {"step": 0, "epoch": 0, "micro": 0, "elapsed_s": 0.0}
-    if resume is not None:
-        state = torch.load(resume / RESUME, map_location="cpu", weights_only=False)
-        check_reuse(fold_dir, state.get("fingerprint"), fp, "half-trained fold")
+    if state is not None:
         if state.get("processes", world) != world:
             raise UserError(f"{resume} was saved by {state['processes']} processes; resume it with as many")
         opt.load_state_dict(state["optimizer"])
@@ -438,6 +494,10 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
                 elapsed = pos["elapsed_s"] + time.time() - t0
                 with ema.applied() if ema is not None else contextlib.nullcontext() as raw:
                     logits = evaluate(acc, model, seqs, valid_rows, pad_id, side, t.eval_batch_size)
+                    if not np.isfinite(logits).all():  # every process holds all logits: all stop, nothing saved
+                        raise UserError(f"fold {k} diverged at step {step} (NaN/inf outputs): lower train.lr (now "
+                                        f"{t.lr:g}), raise train.warmup_ratio or keep train.max_grad_norm > 0 "
+                                        f"(fp16: try train.precision=bf16), then delete {fold_dir} to train it again")
                     rngs = rng_states(acc) if t.resume_state else None  # each process resumes with its own
                     if main:
                         scores, probs = eval_metrics(comp.Y[valid_rows], logits, comp.labels)
@@ -446,8 +506,8 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
                                   "lr": lr, "elapsed_s": round(elapsed, 2)}
                         state = None
                         if t.resume_state:
-                            state = {"fingerprint": fp, "processes": world, "optimizer": opt.state_dict(),
-                                     "scheduler": sched.state_dict(), "rng": rngs,
+                            state = {"fingerprint": fp, "fingerprint_parts": parts, "processes": world,
+                                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs,
                                      "position": {"step": step, **nxt, "elapsed_s": elapsed}}
                             if raw is not None:  # the checkpoint holds the averaged weights, resuming the raw ones
                                 state["raw_params"] = [w.cpu() for w in raw]
@@ -469,21 +529,22 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
         else:
             epoch, start_micro = epoch + 1, 0
     bar.close()
-    _finish_fold(cfg, fold_dir, k, step, pos["elapsed_s"] + time.time() - t0, acc, fp)
+    _finish_fold(cfg, fold_dir, k, step, pos["elapsed_s"] + time.time() - t0, acc, parts)
 
 
-def _finish_fold(cfg: Config, fold_dir: Path, k: int, steps: int, elapsed: float, acc, fp: str) -> None:
-    """Prune to the best K, write done.json and drop the resume state (no longer needed)."""
+def _finish_fold(cfg: Config, fold_dir: Path, k: int, steps: int, elapsed: float, acc, parts: dict) -> None:
+    """Prune to the best K, write done.json (with the fingerprint and its parts) and drop the resume state."""
     if acc.is_main_process:
         t = cfg.train
         prune(fold_dir, t.keep_top_k, t.keep_metric)
         ckpts = checkpoint_dirs(fold_dir)
         best: dict = {}
         for _, d in ckpts:
-            m = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
-            if not best or m["f1_tuned"] > best["f1_tuned"]:
-                best = {key: m[key] for key in ("step", "f1_tuned", "f1_at_0.5", "val_loss")}
-        write_json(fold_dir / "done.json", {"fold": k, "fingerprint": fp, "steps": steps,
+            m = read_metrics(d, ("f1_tuned", "f1_at_0.5", "val_loss"))  # a damaged one: skipped with a note
+            if m is not None and (not best or m["f1_tuned"] > best["f1_tuned"]):
+                best = {key: m.get(key) for key in ("step", "f1_tuned", "f1_at_0.5", "val_loss")}
+        write_json(fold_dir / "done.json", {"fold": k, "fingerprint": fingerprint(parts),
+                                            "fingerprint_parts": parts, "steps": steps,
                                             "elapsed_s": round(elapsed, 2),
                                             "checkpoints": [s for s, _ in ckpts], "best_f1_tuned": best})
         for _, d in ckpts:
@@ -558,15 +619,12 @@ def check_train_config(cfg: Config) -> None:
 def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
                 callbacks: tuple[Callable[[dict], None], ...] = ()) -> None:
     """Train every fold of `folds_for_run(cfg)`: skip finished folds (done.json), resume an unfinished one.
-    `callbacks` get each checkpoint's metrics record (main process)."""
-    check_train_config(cfg)
+    `callbacks` get each checkpoint's metrics record (main process). Every fold is checked first (`preflight`)."""
+    preflight(cfg, comp, folds, rd)
     acc = accelerator(cfg)
     for k in folds_for_run(cfg):
-        done = rd.fold(k) / "done.json"
-        if done.is_file():
-            saved = json.loads(done.read_text(encoding="utf-8")).get("fingerprint")
-            check_reuse(rd.fold(k), saved, fold_fingerprint(cfg, comp, folds, k), "finished fold")
-            acc.print(f"[{cfg.exp}] fold {k}: already trained ({done}), skipped")
+        if check_fold(cfg, comp, folds, rd, k):
+            acc.print(f"[{cfg.exp}] fold {k}: already trained ({rd.fold(k) / 'done.json'}), skipped")
             continue
         try:
             train_fold(cfg, comp, folds, rd, k, acc, callbacks)
@@ -574,11 +632,20 @@ def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
             release_fold(acc, compiled=cfg.train.compile != "none")
 
 
-def parse_folds(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--folds must be comma-separated fold numbers like 0,3, got {text!r}") from None
+def parse_folds(text: str, n_folds: int | None = None) -> list[int]:
+    """`--folds 0,3` as [0, 3], taken literally: no empty item, each a plain number (in 0..n_folds-1 when given),
+    none twice; a selection naming no fold is an error."""
+    items = [x.strip() for x in text.split(",")]
+    if not all(re.fullmatch(r"[0-9]+", x) for x in items):
+        raise UserError(f"--folds must be comma-separated fold numbers like 0,3, got {text!r}")
+    folds = [int(x) for x in items]
+    twice = sorted({k for k in folds if folds.count(k) > 1})
+    if twice:
+        raise UserError(f"--folds names fold {twice[0]} twice: {text!r}")
+    bad = [k for k in folds if n_folds is not None and k >= n_folds]
+    if bad:
+        raise UserError(f"--folds {text!r} names fold {bad[0]}, outside 0..{n_folds - 1} (folds.n_folds={n_folds})")
+    return folds
 
 
 @cli
@@ -600,9 +667,16 @@ def main(argv: list[str] | None = None) -> None:
     with state.main_process_first():
         folds, _ = ensure_folds(cfg, comp, verbose=state.is_main_process)
     rd = RunDir.of(cfg)
-    if state.is_main_process:
-        write_text(rd.config, dump_config(cfg))
-    train_folds(cfg, comp, folds, rd)
+    for k in folds_for_run(cfg):  # a finished fold made from other settings or data: found before any work
+        done = rd.fold(k) / "done.json"
+        if done.is_file():
+            check_reuse(rd.fold(k), read_json(done).get("fingerprint"), fold_fingerprint(cfg, comp, folds, k),
+                        "finished fold")
+    with run_lock(rd) if state.is_main_process else contextlib.nullcontext():
+        if state.is_main_process:
+            prepare_outputs(rd, cfg)
+            write_text(rd.config, dump_config(cfg))
+        train_folds(cfg, comp, folds, rd)
 
 
 if __name__ == "__main__":

@@ -45,7 +45,9 @@ def test_finetune_folds_and_resume(workdir, comp_dir, tmp_path, capsys):
         done = json.loads((root / f"fold{k}/done.json").read_text())
         assert done["steps"] == 3 and done["train_rows"] == 160
         assert (root / f"fold{k}/adapter/adapter_config.json").is_file()
-    assert len(pd.read_csv(root / "test.csv")) == 4 and (root / "methods/max_oof.csv").is_file()
+    partial = root / "partial"  # two folds, a subset of rows: beside a complete run's outputs, not over them
+    assert len(pd.read_csv(partial / "test.csv")) == 4 and (partial / "methods/max_oof.csv").is_file()
+    assert not (root / "oof.csv").exists()
     capsys.readouterr()
     run(load_config(None, overrides))  # the finished folds are reused, not retrained
     assert capsys.readouterr().out.count("reusing it") == 2

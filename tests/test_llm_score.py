@@ -25,7 +25,8 @@ def test_multi_prompt_subset_run(workdir, comp_dir, decoder):
     result = run(cfg)
     assert not result["complete"] and result["oof_rows"] == 24
     assert not (workdir / "submissions/m.csv").exists()  # partial OOF: metrics, no submission
-    root = workdir / "checkpoints/m"
+    root = workdir / "checkpoints/m/partial"  # a subset of rows: outputs beside, not over, a complete run's
+    assert not (workdir / "checkpoints/m/oof.csv").exists()
     oof, test = pd.read_csv(root / "oof.csv"), pd.read_csv(root / "test.csv")
     assert len(test) == 6 and oof["fold"].between(0, 4).all()
     probs = oof[["anger", "joy", "fear", "trust"]].to_numpy()
@@ -57,12 +58,12 @@ def test_unary_few_shot_draws_examples_from_training_folds_only(workdir, comp_di
                              f"model.name_or_path={decoder}", "llm.prompt=unary", "llm.n_shots=2",
                              "llm.max_train_rows=10", "llm.max_test_rows=-1", "llm.chat_template=false"])
     result = run(cfg)
-    assert result["oof_rows"] == 10 and not (workdir / "checkpoints/u/test.csv").exists()
+    assert result["oof_rows"] == 10 and not (workdir / "checkpoints/u/partial/test.csv").exists()
     folds = pd.read_csv(next((workdir / "folds").glob("*.csv")))
-    oof = pd.read_csv(workdir / "checkpoints/u/oof.csv")
+    oof = pd.read_csv(workdir / "checkpoints/u/partial/oof.csv")
     fold_rows = {k: set(np.flatnonzero(folds["fold"].to_numpy() == k)) for k in oof["fold"].unique()}
     assert len(seen) == 4 * len(fold_rows)  # one draw per label per scored fold
     for pool in seen:
         held_out = [k for k, rows in fold_rows.items() if not pool & rows]
         assert len(held_out) == 1 and len(pool) == 160  # the pool is the other four folds
-    assert json.loads((workdir / "checkpoints/u/analysis.json").read_text())["methods"].keys() == {"unary"}
+    assert json.loads((workdir / "checkpoints/u/partial/analysis.json").read_text())["methods"].keys() == {"unary"}

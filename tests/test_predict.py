@@ -43,7 +43,7 @@ def fake_transformer_run(comp_dir, exp="tr", extra=()):
         rows = np.flatnonzero(fold == k)
         for step, (loss, f1) in STEPS.items():
             # held-out probabilities that say which checkpoint and row they came from
-            probs = np.stack([rows + step / 1e5 + j / 10 for j in range(len(comp.labels))], 1)
+            probs = np.stack([rows / 1e3 + step / 1e6 + j / 10 for j in range(len(comp.labels))], 1)  # in [0, 1]
             write_checkpoint(rd, k, step, loss, f1, probs=probs, labels=comp.labels)
         (rd.fold(k) / "done.json").write_text("{}")
     return cfg, comp, folds, rd
@@ -59,7 +59,7 @@ def test_oof_complete_and_test_fold_average(workdir, comp_dir):
     merged = oof.merge(folds, on="id", suffixes=("", "_file"))
     assert (merged["fold"] == merged["fold_file"]).all()
     row = pd.Series(range(len(comp.train)), index=comp.train_ids).loc[oof["id"]].to_numpy()
-    np.testing.assert_allclose(oof[comp.labels[1]], row + 200 / 1e5 + 0.1, atol=1e-4)  # from step 200
+    np.testing.assert_allclose(oof[comp.labels[1]], row / 1e3 + 200 / 1e6 + 0.1, atol=1e-7)  # from step 200
     test = pd.read_csv(rd.test, dtype={"id": str})
     assert list(test["id"]) == comp.test_ids
     expected = np.mean([k * 1000 + 200 for k in range(5)]) / 1e4
@@ -79,7 +79,7 @@ def test_changed_selection_recomputes_only_that_fold(workdir, comp_dir):
     expected = (np.sum([k * 1000 + 200 for k in range(5)]) + 100) / 5 / 1e4
     np.testing.assert_allclose(test[comp.labels].to_numpy(), expected, atol=1e-6)
     oof = pd.read_csv(rd.oof, dtype={"id": str}).merge(folds, on="id", suffixes=("", "_file"))
-    step = np.round(oof[comp.labels[0]].to_numpy() % 1 * 1e5)  # row + step / 1e5
+    step = np.round(oof[comp.labels[0]].to_numpy() * 1e3 % 1 * 1e3)  # row / 1e3 + step / 1e6
     assert (step == np.where(oof["fold"] == 3, 300, 200)).all()
 
 

@@ -119,10 +119,10 @@ def test_resume_after_interruption_continues_exactly(workdir, comp_dir, tiny_roo
     train_folds(cut, comp, folds, rd_b)  # a finished fold is skipped
     assert done.stat().st_mtime_ns == before and steps(rd_b) == [5, 10, 15, 20, 25, 30]
     changed = load_config(None, overrides(comp_dir, model, "cut", *extra, "train.lr=1e-3"))
-    with pytest.raises(UserError, match="finished fold made with other settings"):  # never reused silently
-        train_folds(changed, comp, folds, rd_b)
+    with pytest.raises(UserError, match=r"finished fold .*settings changed \(train.lr 0.005 -> 0.001\)"):
+        train_folds(changed, comp, folds, rd_b)  # never reused silently
     refolded = folds.assign(fold=np.roll(folds["fold"].to_numpy(), 1))
-    with pytest.raises(UserError, match="other settings or folds"):
+    with pytest.raises(UserError, match=r"data changed \(held-out ids\); delete .*fold0 to train it again"):
         train_folds(cut, comp, refolded, rd_b)
 
 

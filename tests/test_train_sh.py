@@ -134,3 +134,50 @@ def test_gpus_listed_but_not_seen_by_torch_stop_before_training(tiny_run):
     out = subprocess.run(cmd, env={**env, "ALLOW_CPU": "1"}, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-2000:]
     assert (tmp_path / "checkpoints" / "tiny" / "fold0" / "done.json").is_file()
+
+
+def plain_env(tmp_path, **extra) -> dict:
+    """The environment for a train.sh run with this python and every log under tmp_path."""
+    return {**os.environ, "USE_SYSTEM_PYTHON": "1", "PYTHON": sys.executable, "LOG_DIR": str(tmp_path / "logs"),
+            "OMP_NUM_THREADS": "1", **extra}
+
+
+@pytest.mark.parametrize("args", [
+    ["--folds"], ["configs/tfidf.yaml", "--folds"], ["--folds", ""], ["--folds", ","], ["--folds", "3-1"],
+    ["--folds", "a"], ["--folds", "-1"], ["--folds", "0,,1"], ["--folds", "0-"], ["--folds=x"], ["--folds", "--wandb"],
+    ["folds.run="], ["folds.run=[]"], ["folds.run=[ ]"], ["foo"], ["configs/tfidf.yaml", "foo"], ["README.md"],
+    ["configs/nope.yaml"], ["configs/tfidf.yaml", "configs/tfidf_cnb.yaml"], [""], ["/x=y"], ["a b=c"], ["--bogus"],
+])
+def test_bad_arguments_stop_with_one_line(tmp_path, args):
+    out = subprocess.run(["bash", str(ROOT / "train.sh"), *args], env=plain_env(tmp_path), capture_output=True,
+                         text=True)
+    assert out.returncode == 2, (args, out.stderr)
+    assert out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1, (args, out.stderr)
+    assert not out.stdout and not (tmp_path / "logs").exists()  # refused before anything
+
+
+@pytest.mark.parametrize("env", [{"NUM_PROCESSES": "two"}, {"NUM_PROCESSES": "0"}, {"PYTHON": "/no/such/python"}])
+def test_bad_environment_stops_with_one_line(tmp_path, env):
+    out = subprocess.run(["bash", str(ROOT / "train.sh")], env=plain_env(tmp_path, **env), capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1, out.stderr
+
+
+def test_data_dir_with_spaces_and_hash_reaches_the_run_literally(tmp_path):
+    """DATA_DIR="<tmp>/comp #v2" trains on that folder (a YAML-parsed value would cut it at ' #' and train on the
+    decoy <tmp>/comp next to it); `--folds 0-1` becomes folds.run=[0,1]."""
+    from src.smoke import make_competition
+
+    make_competition(tmp_path / "comp", n_train=80, n_test=20, labels=["x", "y"], seed=5)  # the decoy
+    data = make_competition(tmp_path / "comp #v2", n_train=120, n_test=30)
+    args = [f"folds.dir={tmp_path}/folds", "folds.n_folds=2", f"output.checkpoints_dir={tmp_path}/ck",
+            f"output.submissions_dir={tmp_path}/sub: final", "output.plots=false", "tfidf.min_df=1",
+            "tfidf.n_jobs=1", "exp=spaced"]
+    out = subprocess.run(["bash", str(ROOT / "train.sh"), "configs/tfidf.yaml", "--folds", "0-1", *args],
+                         env=plain_env(tmp_path, DATA_DIR=str(data)), capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "folds.run=[0,1]" in out.stdout
+    saved = yaml.safe_load((tmp_path / "ck" / "spaced" / "config.yaml").read_text())
+    assert saved["data"]["data_dir"] == str(data) and saved["folds"]["run"] == [0, 1]
+    sub = pd.read_csv(tmp_path / "sub: final" / "spaced.csv", dtype={"ID": str})
+    validate(sub, pd.read_csv(data / "sample_submission.csv", dtype={"ID": str}))

@@ -27,6 +27,7 @@ from src import metrics, thresholds  # noqa: E402
 from src.config import Config, ThresholdConfig, load_config  # noqa: E402
 from src.errors import UserError, cli  # noqa: E402
 from src.fileio import write_csv, write_json  # noqa: E402
+from src.llm.outputs import methods_dir  # noqa: E402
 from src.report import save_png  # noqa: E402
 from src.rundir import RunDir, read_probs  # noqa: E402
 
@@ -66,7 +67,7 @@ def method_summary(Y: np.ndarray, P: np.ndarray, tcfg: ThresholdConfig) -> dict:
 
 def run_methods(rd: RunDir, labels: list[str], model_type: str = "") -> dict[str, pd.DataFrame]:
     """A run's readout methods (methods/<m>_oof.csv), or its oof.csv as one method."""
-    files = sorted((rd.root / "methods").glob("*_oof.csv"))
+    files = sorted(methods_dir(rd).glob("*_oof.csv"))
     if files:
         return {f.name[: -len("_oof.csv")]: read_probs(f, labels) for f in files}
     if not rd.oof.is_file():
@@ -196,7 +197,7 @@ def write_report(cfg: Config, comp, folds, rd: RunDir) -> dict:
             result["steps"] = steps.round(4).to_dict(orient="records")
             print(steps.round(3).to_string(index=False))
     write_csv(rd.report / "methods.csv", table.reset_index(names="method"), float_format="%.4f")
-    write_json(rd.root / "analysis.json", result)
+    write_json(rd.out / "analysis.json", result)
     print(table.astype(float).round(4).to_string())
     return result
 
@@ -206,6 +207,9 @@ def compare(cfg: Config, comp, runs: list[str], out: Path) -> pd.DataFrame:
     named = {}
     for exp in runs:
         rd = RunDir(Path(cfg.output.checkpoints_dir) / exp, Path(cfg.output.submissions_dir))
+        if not rd.oof.is_file() and RunDir(rd.root, rd.submissions_dir, partial=True).oof.is_file():
+            rd = RunDir(rd.root, rd.submissions_dir, partial=True)  # only a partial run: compare on its rows
+            print(f"{exp}: using its partial run ({rd.out})")
         methods = run_methods(rd, comp.labels)
         for m, frame in methods.items():
             named[exp if len(methods) == 1 else f"{exp}:{m}"] = frame

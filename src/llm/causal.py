@@ -6,7 +6,9 @@ Each fold trains a LoRA adapter on its training rows (prompt = llm.multi_templat
 in column order, or llm.none_answer) with the loss on the answer tokens only, bounded by train.max_steps or
 train.epochs. The held-out rows (and test rows) are then read out like the zero-shot multi-label prompt
 (score.py): greedy answer, label distribution at each label step, not parsed from text. Per fold:
-checkpoints/<exp>/fold<k>/adapter/, readout.npz, done.json (a finished fold is skipped on rerun).
+checkpoints/<exp>/fold<k>/adapter/, readout.npz, done.json. A finished fold is reused on rerun only under the same
+fingerprint (settings, train.csv's ids/texts/labels, the fold's rows, the test rows and texts read out) and with an
+intact readout; else it is trained again, after a note saying why. NaN/inf losses or readouts stop the fold.
 llm.max_train_rows / llm.max_test_rows bound only the rows read out; training uses all of a fold's training rows.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,6 +35,8 @@ from src.llm.outputs import read_jsonl, steps_path, write_jsonl, write_outputs
 from src.llm.prompts import Prompter
 from src.llm.score import main_method, score_multi
 from src.models.transformer import DEFAULT_TARGETS, enable_checkpointing
+from src.rundir import check_probs
+from src.train import digest, fingerprint, fingerprint_parts, mismatch, read_done
 
 
 def encode_example(tok, prompter: Prompter, text: str, answer: str) -> tuple[list[int], list[int]]:
@@ -110,6 +115,9 @@ def train(model, examples: list[tuple[list[int], list[int]]], cfg: Config, pad_i
                 loss = model(**inputs).loss / cfg.train.grad_accum
             scaler.scale(loss).backward()
             total += loss.item()
+        if not math.isfinite(total) and not scaler.is_enabled():  # fp16's scaler skips inf steps by itself
+            raise UserError(f"{desc}: diverged at step {step + 1} (NaN/inf loss): lower train.lr (now "
+                            f"{cfg.train.lr:g}) or raise train.warmup_ratio, and run again")
         if cfg.train.max_grad_norm > 0:  # 0 = no clipping (clip_grad_norm_ with 0 would zero every gradient)
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
@@ -143,10 +151,16 @@ def run_fold(cfg: Config, comp, k: int, train_rows: np.ndarray, valid_rows: np.n
     if test_rows is not None:
         test, _ = score_multi(model, tok, prompter, [comp.test_texts[i] for i in test_rows], [], cfg, f"fold {k} test")
         arrays.update({f"test_{m}": p for m, p in test.items()})
+    for name, probs in arrays.items():  # nothing NaN is saved, let alone reused
+        if not np.isfinite(probs).all():
+            raise UserError(f"fold {k} diverged (NaN/inf {name} readout probabilities): lower train.lr (now "
+                            f"{cfg.train.lr:g}) and run again")
+        check_probs(probs, comp.labels, f"fold {k} {name} readout")
     np.savez(rd.fold(k) / "readout.npz", valid_rows=valid_rows, test_rows=_rows(test_rows), **arrays)
     write_jsonl(rd.fold(k) / "steps_oof.jsonl", [{"id": comp.train_ids[r], "fold": k, **rec}
                                                   for r, rec in zip(valid_rows, valid_recs)])
-    done = {"fold": k, "fingerprint": _fingerprint(cfg, comp, valid_rows, test_rows), "steps": len(losses),
+    parts = _parts(cfg, comp, train_rows, valid_rows, test_rows)
+    done = {"fold": k, "fingerprint": fingerprint(parts), "fingerprint_parts": parts, "steps": len(losses),
             "train_rows": len(train_rows), "valid_rows": len(valid_rows),
             "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:])), "elapsed_s": time.time() - t0}
     write_json(rd.fold(k) / "done.json", done)
@@ -159,41 +173,93 @@ def _rows(rows: np.ndarray | None) -> np.ndarray:
     return np.array([-1]) if rows is None else rows
 
 
-def _fingerprint(cfg: Config, comp, valid_rows: np.ndarray, test_rows: np.ndarray | None) -> str:
-    """The fold's adapter and readouts depend on the model, LoRA, training and LLM settings and the scored rows."""
-    from src.train import fingerprint
+def _parts(cfg: Config, comp, train_rows: np.ndarray, valid_rows: np.ndarray, test_rows: np.ndarray | None) -> dict:
+    """What the fold's adapter and readouts depend on: the model, LoRA, training and LLM settings, train.csv (ids,
+    texts, labels), the fold's training rows, the held-out rows read out and the test rows and texts read out."""
+    parts = fingerprint_parts(cfg, comp, [comp.train_ids[i] for i in valid_rows],
+                              sections=("model", "lora", "train", "llm"))
+    parts["data"]["training ids"] = digest([comp.train_ids[i] for i in train_rows])
+    parts["data"]["test texts"] = "none" if test_rows is None else digest(
+        [[comp.test_ids[i], comp.test_texts[i]] for i in test_rows])
+    return parts
 
-    ids = [comp.train_ids[i] for i in valid_rows] + ["test:" + ",".join(map(str, _rows(test_rows)))]
-    return fingerprint(cfg, comp.labels, ids, sections=("model", "lora", "train", "llm"))
+
+def _readout_problem(path: Path, labels: list[str], valid_rows: np.ndarray, test_rows: np.ndarray | None) -> str | None:
+    """Why a fold's readout.npz cannot be reused (missing, unreadable, other rows, NaN or out-of-[0, 1] values)."""
+    if not path.is_file():
+        return f"{path} is missing"
+    try:
+        with np.load(path) as data:
+            arrays = {name: data[name] for name in data.files}
+    except Exception as e:  # a truncated or garbage file: zip, pickle or format errors
+        return f"{path} is damaged (truncated or corrupted?): {(str(e).splitlines() or [type(e).__name__])[0]}"
+    if not (np.array_equal(arrays.get("valid_rows"), valid_rows)
+            and np.array_equal(arrays.get("test_rows"), _rows(test_rows))):
+        return f"{path} holds other rows"
+    for name, probs in arrays.items():
+        if name not in ("valid_rows", "test_rows"):
+            try:
+                check_probs(probs, labels, f"{path} ({name})")
+            except UserError as e:
+                return str(e)
+    return None
 
 
-def _reusable(cfg: Config, comp, rd, k: int, valid_rows: np.ndarray, test_rows: np.ndarray | None) -> bool:
-    """A finished fold is reused only when it was made with the same settings and rows (else retrained)."""
-    done, stored = rd.fold(k) / "done.json", rd.fold(k) / "readout.npz"
-    if not (done.is_file() and stored.is_file()):
+def _reusable(cfg: Config, comp, rd, k: int, train_rows: np.ndarray, valid_rows: np.ndarray,
+              test_rows: np.ndarray | None, quiet: bool = False) -> bool:
+    """Whether finished fold k can be reused: made with the same settings, data and rows (else it is trained again,
+    with a note saying what changed) and its readout intact. A damaged done.json is a UserError."""
+    fold_dir = rd.fold(k)
+    if not (fold_dir / "done.json").is_file():
         return False
-    return read_json(done).get("fingerprint") == _fingerprint(cfg, comp, valid_rows, test_rows)
+    why = mismatch(read_done(fold_dir), _parts(cfg, comp, train_rows, valid_rows, test_rows))
+    why = why or _readout_problem(fold_dir / "readout.npz", comp.labels, valid_rows, test_rows)
+    if why and not quiet:
+        print(f"[{cfg.exp}] fold {k}: {why}; training it again")
+    return why is None
 
 
-def run(cfg: Config, comp, folds, rd) -> None:
+def _check_settings(cfg: Config) -> str:
     main = main_method(cfg)
     if cfg.llm.prompt != "multi":
         raise UserError("llm_finetune trains the multi-label answer: set llm.prompt=multi")
+    if cfg.model.method == "qlora":
+        raise UserError("llm_finetune trains LoRA adapters; QLoRA (4-bit) is not supported here: use model.method=lora")
+    if cfg.lora.bias not in ("none", "all", "lora_only"):
+        raise UserError(f"lora.bias must be none, all or lora_only, got {cfg.lora.bias!r}")
+    return main
+
+
+def _plan(cfg: Config, comp, folds) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(fold of each train row, the train rows read out, the test rows read out or None)."""
     fold = folds["fold"].to_numpy()
-    run_folds = folds_for_run(cfg)
     seed = cfg.train.seed
-    scored = sampling.subset(np.flatnonzero(np.isin(fold, run_folds)), cfg.llm.max_train_rows, seed)
+    scored = sampling.subset(np.flatnonzero(np.isin(fold, folds_for_run(cfg))), cfg.llm.max_train_rows, seed)
     test_rows = None if cfg.llm.max_test_rows < 0 else sampling.subset(np.arange(len(comp.test)),
                                                                         cfg.llm.max_test_rows, seed)
+    return fold, scored, test_rows
+
+
+def preflight(cfg: Config, comp, folds, rd) -> None:
+    """Before any work: the settings, and every run fold's done.json readable (its reuse decided quietly)."""
+    _check_settings(cfg)
+    fold, scored, test_rows = _plan(cfg, comp, folds)
+    for k in folds_for_run(cfg):
+        _reusable(cfg, comp, rd, k, np.flatnonzero(fold != k), scored[fold[scored] == k], test_rows, quiet=True)
+
+
+def run(cfg: Config, comp, folds, rd) -> None:
+    main = _check_settings(cfg)
+    fold, scored, test_rows = _plan(cfg, comp, folds)
     oof: dict[str, list] = {}
     test: dict[str, list] = {}
     rows, records = [], []
-    for k in run_folds:
-        valid_rows = scored[fold[scored] == k]
-        if _reusable(cfg, comp, rd, k, valid_rows, test_rows):
-            print(f"[{cfg.exp}] fold {k}: done ({read_json(rd.fold(k) / 'done.json')['steps']} steps), reusing it")
+    for k in folds_for_run(cfg):
+        valid_rows, train_rows = scored[fold[scored] == k], np.flatnonzero(fold != k)
+        if _reusable(cfg, comp, rd, k, train_rows, valid_rows, test_rows):
+            print(f"[{cfg.exp}] fold {k}: done ({read_json(rd.fold(k) / 'done.json').get('steps')} steps), reusing it")
         else:
-            run_fold(cfg, comp, k, np.flatnonzero(fold != k), valid_rows, test_rows, rd)
+            run_fold(cfg, comp, k, train_rows, valid_rows, test_rows, rd)
         data = np.load(rd.fold(k) / "readout.npz")
         rows.append(valid_rows)
         for name in data.files:

@@ -3,8 +3,9 @@
     checkpoints/<exp>/methods/<method>_oof.csv, <method>_test.csv   every readout method (same format as oof.csv)
     checkpoints/<exp>/steps_oof.jsonl, steps_test.jsonl             per row: answer text, per-step distributions
 
-A run on a subset of train rows (llm.max_train_rows) writes a partial oof.csv: it gets thresholds and metrics
-but no submission (src/pipeline.py). With llm.max_test_rows = -1 no test.csv is written.
+A run on a subset of rows (llm.max_train_rows, llm.max_test_rows) is partial: these files, oof.csv and test.csv
+go under checkpoints/<exp>/partial/ and get thresholds and metrics but no submission (src/rundir.py). With
+llm.max_test_rows = -1 no test.csv is written.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from src.rundir import RunDir, write_probs
 
 
 def methods_dir(rd: RunDir) -> Path:
-    return rd.root / "methods"
+    return rd.out / "methods"
 
 
 def steps_path(rd: RunDir, split: str) -> Path:
-    return rd.root / f"steps_{split}.jsonl"
+    return rd.out / f"steps_{split}.jsonl"
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:

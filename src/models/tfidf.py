@@ -70,9 +70,21 @@ def _fold(cfg: TfidfConfig, k: int, train_texts, Y, test_texts, fold: np.ndarray
     return k, model.predict_proba([t for t, m in zip(train_texts, va) if m]), model.predict_proba(test_texts)
 
 
+def preflight(cfg: Config, comp, folds, rd) -> None:
+    """Settings checked before the run writes anything (not inside a worker, after other folds' work)."""
+    t = cfg.tfidf
+    classifier(t)
+    if t.grid_search and C_PARAM.get(t.classifier) is None:
+        raise UserError(f"tfidf.grid_search supports classifier {', '.join(k for k, v in C_PARAM.items() if v)}")
+    for key, value, allowed in (("char_analyzer", t.char_analyzer, ("char", "char_wb")),
+                                ("class_weight", t.class_weight, ("none", "balanced"))):
+        if value not in allowed:
+            raise UserError(f"tfidf.{key} must be one of {', '.join(allowed)}, got {value!r}")
+
+
 def run(cfg: Config, comp, folds, rd) -> None:
     """Fit each fold on its training rows, write OOF and fold-averaged test probabilities."""
-    classifier(cfg.tfidf)  # a bad tfidf.classifier fails here, not inside a worker
+    preflight(cfg, comp, folds, rd)
     fold = folds["fold"].to_numpy()
     run_folds = folds_for_run(cfg)
     jobs = (delayed(_fold)(cfg.tfidf, k, comp.train_texts, comp.Y, comp.test_texts, fold) for k in run_folds)

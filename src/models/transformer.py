@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -309,7 +310,7 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
         kwargs |= {"quantization_config": _quantization_config(), "device_map": _quantized_device_map()}
     try:
         model = AutoModelForSequenceClassification.from_pretrained(weights, config=hf_config, **kwargs)
-    except OSError as e:  # no weights in the folder, a hub id without network, a corrupt file
+    except (OSError, SafetensorError) as e:  # no weights in the folder, a hub id without network, a corrupt file
         raise UserError(f"cannot load model weights from {weights}: {str(e).strip().splitlines()[0]}") from None
     if m.method == "qlora":
         _no_cpu_repacking(model)
@@ -328,7 +329,10 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
             if not (Path(ckpt) / "adapter_config.json").is_file():
                 raise UserError(f"{ckpt} holds no LoRA adapter (adapter_config.json); was it trained with "
                                 f"model.method={m.method}?")
-            model = PeftModel.from_pretrained(model, ckpt, is_trainable=trainable)
+            try:
+                model = PeftModel.from_pretrained(model, ckpt, is_trainable=trainable)
+            except (OSError, SafetensorError) as e:  # a truncated or garbage adapter file
+                raise UserError(f"cannot load the LoRA adapter in {ckpt}: {str(e).strip().splitlines()[0]}") from None
         else:
             try:
                 model = get_peft_model(model, lora_config(cfg, model, kind))
@@ -351,9 +355,15 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
 
 def load_checkpoint(cfg: Config, step_dir: str | Path, labels: list[str]):
     """(model, tokenizer) of a saved checkpoint, in eval mode, on the GPU when there is one."""
+    from src.checkpoints import weights_problem
+
     step_dir = Path(step_dir)
     if not ((step_dir / "config.json").is_file() or (step_dir / "adapter_config.json").is_file()):
         raise UserError(f"{step_dir} is not a checkpoint (no config.json or adapter_config.json)")
+    problem = weights_problem(step_dir, required=True)
+    if problem:
+        raise UserError(f"{problem}: pick another checkpoint (python -m src.checkpoints select), or delete "
+                        f"{step_dir.parent} and train the fold again")
     model, tokenizer = build_model(cfg, labels, checkpoint=step_dir, trainable=False)
     if cfg.model.method != "qlora":
         model.to("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,192 @@
+"""Guards around a run's folders: one run per exp at a time, writable outputs, no leftovers of killed writes.
+
+    with run_lock(rd):                  # checkpoints/<exp>/.lock holds the pid, host and command of the holder
+        prepare_outputs(rd, cfg)        # every output folder writable (checked before training), temp files cleaned
+
+The lock is taken over when its holder is gone: a dead pid on this machine, or (another machine, e.g. a preempted
+Colab VM writing to Drive) a lock file not refreshed for `STALE_S` seconds; the holder refreshes it every minute.
+It is re-entrant within a process, so `run` -> `finalize` takes it once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from src.config import Config
+from src.errors import UserError
+from src.rundir import RunDir
+
+LOCK = ".lock"
+STALE_S = 600  # a lock file untouched this long belongs to a run that is gone
+HEARTBEAT_S = 60
+_held: dict[Path, int] = {}  # lock path -> depth, for this process
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _holder(path: Path) -> dict | None:
+    """The lock's content, or None if it vanished; {} if it cannot be parsed (being written, or damaged)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return {}
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _stale(path: Path, holder: dict) -> str:
+    """Why the lock's holder is gone ("" if it may be running)."""
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return "removed"
+    if age > STALE_S:
+        return f"not refreshed for {age:.0f} s"
+    if not holder:
+        return "" if age < 10 else "unreadable lock file"
+    pid = holder.get("pid")
+    if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+        return f"pid {pid} is not running"
+    return ""
+
+
+def _create(path: Path) -> bool:
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    doc = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+           "command": " ".join(sys.argv)}
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(json.dumps(doc) + "\n")
+    return True
+
+
+def _heartbeat(path: Path, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_S):
+        try:
+            os.utime(path)
+        except OSError:
+            return
+
+
+@contextmanager
+def run_lock(rd: RunDir) -> Iterator[Path]:
+    """Hold `checkpoints/<exp>/.lock` for the block; a live holder is a one-line error naming it."""
+    path = (rd.root / LOCK).resolve() if rd.root.exists() else rd.root.absolute() / LOCK
+    if path in _held:
+        _held[path] += 1
+        try:
+            yield path
+        finally:
+            _held[path] -= 1
+        return
+    try:
+        rd.root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the run folder {rd.root}: {e.strerror}") from None
+    path = (rd.root / LOCK).resolve()
+    for _ in range(3):
+        try:
+            if _create(path):
+                break
+        except OSError as e:
+            raise UserError(f"cannot write the lock file {path}: {e.strerror}") from None
+        holder = _holder(path)
+        if holder is None:
+            continue
+        why = _stale(path, holder)
+        if not why:
+            raise UserError(f"{rd.root} is in use by another run (pid {holder.get('pid', '?')} on "
+                            f"{holder.get('host', '?')} since {holder.get('started', '?')}: "
+                            f"{holder.get('command', '?')}); wait for it to finish, or delete {path} if it is gone")
+        print(f"taking over the lock of a run that is gone ({why}): {path}")
+        path.unlink(missing_ok=True)
+    else:
+        raise UserError(f"could not take the lock {path}: another run keeps creating it")
+    _held[path] = 1
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(path, stop), daemon=True).start()
+    try:
+        yield path
+    finally:
+        stop.set()
+        del _held[path]
+        if (_holder(path) or {}).get("pid") == os.getpid():
+            path.unlink(missing_ok=True)
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` and write (and remove) a small probe file in it; a read-only or full disk is a UserError."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe.", suffix=".tmp") as f:
+            f.write(b"\0" * 65536)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise UserError(f"cannot write to {folder}: {e.strerror or e}; free space or fix its permissions, or point "
+                        "output.checkpoints_dir / output.submissions_dir elsewhere") from None
+
+
+def _leftover(p: Path) -> bool:
+    """A temp file of an atomic write (`.name.XXXX.tmp`), a write probe, or a checkpoint folder being written."""
+    return p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.startswith(".tmp-step"))
+
+
+def clean_leftovers(rd: RunDir, old_s: float = STALE_S) -> int:
+    """Remove what killed writes left behind: every temp file/folder under the (locked) run folder, and this exp's
+    temp files in the submissions folder. Returns how many were removed."""
+    import shutil
+
+    found = [p for p in rd.root.rglob(".*") if _leftover(p)] if rd.root.is_dir() else []
+    if rd.submissions_dir.is_dir():
+        found += [p for p in rd.submissions_dir.glob(f".{rd.submission.name}.*.tmp")]
+        found += [p for p in rd.submissions_dir.glob(".write-probe.*.tmp") if time.time() - p.stat().st_mtime > old_s]
+    size, n = 0, 0
+    for p in sorted(found, key=lambda q: len(q.parts)):
+        if not p.exists() and not p.is_symlink():
+            continue
+        try:
+            if p.is_dir() and not p.is_symlink():
+                size += sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+                shutil.rmtree(p)
+            else:
+                size += p.stat().st_size
+                p.unlink()
+            n += 1
+        except OSError:
+            continue
+    if n:
+        print(f"removed {n} temp files/folders ({size / 1e6:.1f} MB) left by an interrupted run")
+    return n
+
+
+def prepare_outputs(rd: RunDir, cfg: Config, extra: tuple[Path, ...] = ()) -> None:
+    """Before any work: the run's output folders are writable, and leftovers of killed writes are gone."""
+    folders = [rd.root, rd.out, *extra] + ([] if rd.partial else [rd.submissions_dir])
+    for folder in dict.fromkeys(folders):
+        check_writable(folder)
+    clean_leftovers(rd)

@@ -1,0 +1,155 @@
+"""Run-folder guards: the lock, writable outputs, leftovers of killed writes, partial runs, checked probabilities."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.config import load_config
+from src.errors import UserError
+from src.pipeline import finalize, run
+from src.rundir import RunDir, check_probs, read_probs, write_probs
+from src.runguard import clean_leftovers, run_lock
+
+BASE = ["folds.n_folds=5", "tfidf.min_df=1", "tfidf.C=1", "output.plots=false"]
+
+
+def cfg_of(comp_dir, *more):
+    return load_config(None, [f"data.data_dir={comp_dir}", "exp=g", *BASE, *more])
+
+
+@pytest.fixture
+def finished(workdir, comp_dir):
+    """A complete tfidf run: checkpoints/g/ and submissions/g.csv."""
+    run(cfg_of(comp_dir))
+    return workdir
+
+
+def snapshot(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_partial_run_keeps_the_complete_runs_files(finished, comp_dir, capsys):
+    root = finished / "checkpoints/g"
+    before = {p: (root / p).read_bytes() for p in ("oof.csv", "test.csv", "metrics.json", "config.yaml")}
+    sub = (finished / "submissions/g.csv").read_bytes()
+    capsys.readouterr()
+    result = run(cfg_of(comp_dir, "folds.run=[0]"))
+    out = capsys.readouterr().out
+    assert not result["complete"] and result["folds"] == [0]
+    assert "partial run (folds [0] of 5)" in out and "untouched" in out
+    assert {p: (root / p).read_bytes() for p in before} == before
+    assert (finished / "submissions/g.csv").read_bytes() == sub
+    assert len(pd.read_csv(root / "partial/oof.csv")) == 40
+    assert json.loads((root / "partial/metrics.json").read_text())["folds"] == [0]
+
+
+def test_failed_run_keeps_the_previous_config(finished, comp_dir):
+    config = (finished / "checkpoints/g/config.yaml").read_bytes()
+    with pytest.raises(UserError, match="tfidf.char_analyzer must be one of"):
+        run(cfg_of(comp_dir, "tfidf.char_analyzer=chars"))
+    assert (finished / "checkpoints/g/config.yaml").read_bytes() == config
+
+
+def test_unwritable_submissions_folder_is_found_before_any_work(workdir, comp_dir):
+    (workdir / "blocked").write_text("a file where the folder should be")
+    with pytest.raises(UserError, match="cannot write to blocked"):
+        run(cfg_of(comp_dir, "output.submissions_dir=blocked"))
+    assert not (workdir / "checkpoints/g/oof.csv").exists() and not (workdir / "checkpoints/g/config.yaml").exists()
+
+
+def test_live_lock_refuses_a_second_run(workdir, comp_dir):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        lock = workdir / "checkpoints/g/.lock"
+        lock.parent.mkdir(parents=True)
+        lock.write_text(json.dumps({"pid": holder.pid, "host": socket.gethostname(), "started": "now",
+                                    "command": "python -m src run"}))
+        with pytest.raises(UserError, match=f"in use by another run \\(pid {holder.pid}"):
+            run(cfg_of(comp_dir))
+        assert lock.is_file() and not (workdir / "checkpoints/g/oof.csv").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_of_a_dead_process_is_taken_over(workdir, comp_dir, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = workdir / "checkpoints/g/.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "started": "then", "command": "x"}))
+    assert "submission" in run(cfg_of(comp_dir))
+    assert f"pid {dead.pid} is not running" in capsys.readouterr().out
+    assert not lock.exists()  # released at the end
+
+
+def test_old_lock_from_another_machine_is_taken_over(workdir):
+    rd = RunDir(workdir / "checkpoints/g", workdir / "submissions")
+    (rd.root).mkdir(parents=True)
+    lock = rd.root / ".lock"
+    lock.write_text(json.dumps({"pid": 1, "host": "a-preempted-vm", "started": "then", "command": "x"}))
+    os.utime(lock, (0, 0))
+    with run_lock(rd):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with run_lock(rd):  # re-entrant: run -> finalize
+            pass
+        assert lock.exists()
+    assert not lock.exists()
+
+
+def test_leftovers_of_killed_writes_are_removed(finished, comp_dir, capsys):
+    root, subs = finished / "checkpoints/g", finished / "submissions"
+    junk = [root / ".oof.csv.k3j2.tmp", root / "fold0/.tmp-step5/model.safetensors", subs / ".g.csv.x1.tmp"]
+    for p in junk:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(b"\0" * 1000)
+    other = subs / ".other.csv.x1.tmp"  # another exp's write may be in progress: not ours to remove
+    other.write_text("x")
+    capsys.readouterr()
+    run(cfg_of(comp_dir))
+    assert "removed 3 temp files/folders" in capsys.readouterr().out
+    assert not any(p.exists() for p in junk) and not (root / "fold0/.tmp-step5").exists() and other.exists()
+    assert clean_leftovers(RunDir.of(cfg_of(comp_dir))) == 0
+
+
+@pytest.mark.parametrize("value,kind", [("nan", "NaN"), ("inf", "infinite"), ("2.0", "outside"), ("-0.1", "outside")])
+@pytest.mark.parametrize("name", ["oof.csv", "test.csv"])
+def test_broken_probabilities_in_run_files_are_refused(finished, comp_dir, name, value, kind):
+    path = finished / f"checkpoints/g/{name}"
+    frame = pd.read_csv(path, dtype=str)
+    frame.loc[3, "joy"] = value
+    frame.to_csv(path, index=False)
+    sub = (finished / "submissions/g.csv").read_bytes()
+    with pytest.raises(UserError, match=f"{name}: 1 probabilities .*{kind}.*label 'joy'"):
+        finalize(cfg_of(comp_dir))
+    assert (finished / "submissions/g.csv").read_bytes() == sub
+
+
+def test_text_in_a_probability_column_is_refused(finished, comp_dir):
+    path = finished / "checkpoints/g/oof.csv"
+    frame = pd.read_csv(path, dtype=str)
+    frame.loc[0, "fear"] = "0.3x"
+    frame.to_csv(path, index=False)
+    with pytest.raises(UserError, match="column 'fear' holds non-numbers, e.g. '0.3x'"):
+        finalize(cfg_of(comp_dir))
+
+
+def test_probabilities_are_checked_before_writing(tmp_path):
+    with pytest.raises(UserError, match="refusing to write .*NaN"):
+        write_probs(tmp_path / "p.csv", ["a", "b"], np.array([[0.1, np.nan], [0.2, 0.3]]), ["x", "y"])
+    assert not (tmp_path / "p.csv").exists()
+    write_probs(tmp_path / "p.csv", ["007", "NA"], np.array([[0.1, 0.9], [0.2, 0.3]]), ["x", "y"], folds=[0, 1])
+    back = read_probs(tmp_path / "p.csv", ["x", "y"])
+    assert back["id"].tolist() == ["007", "NA"] and back["fold"].tolist() == [0, 1]
+    assert check_probs([[0.0, 1.0]], ["x", "y"], "ok").dtype == np.float64
+
+
+def test_finalize_without_oof_is_one_line(workdir, comp_dir):
+    with pytest.raises(UserError, match="oof.csv does not exist: run this config first"):
+        finalize(cfg_of(comp_dir))
