@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict:
     comp = load_competition(cfg.data)
     folds, _ = ensure_folds(cfg, comp)
     rd = RunDir.of(cfg)
+    preflight(cfg, comp, folds, rd, predict_only=True)
     with run_lock(rd):
         prepare_outputs(rd, cfg)
         if not rd.config.is_file():

@@ -659,7 +659,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     cfg = load_config(a.config, a.overrides)
     if a.folds is not None:
-        cfg.folds.run = parse_folds(a.folds)
+        cfg.folds.run = parse_folds(a.folds, cfg.folds.n_folds)
     check_train_config(cfg)
     folds_for_run(cfg)
     comp = load_competition(cfg.data)
@@ -667,11 +667,7 @@ def main(argv: list[str] | None = None) -> None:
     with state.main_process_first():
         folds, _ = ensure_folds(cfg, comp, verbose=state.is_main_process)
     rd = RunDir.of(cfg)
-    for k in folds_for_run(cfg):  # a finished fold made from other settings or data: found before any work
-        done = rd.fold(k) / "done.json"
-        if done.is_file():
-            check_reuse(rd.fold(k), read_json(done).get("fingerprint"), fold_fingerprint(cfg, comp, folds, k),
-                        "finished fold")
+    preflight(cfg, comp, folds, rd)  # every fold's reuse checked before any write
     with run_lock(rd) if state.is_main_process else contextlib.nullcontext():
         if state.is_main_process:
             prepare_outputs(rd, cfg)

@@ -271,7 +271,7 @@ def test_cli_folds_option_reaches_the_run(workdir, comp_dir, tiny_root):
     rd = RunDir(workdir / "checkpoints/cli", workdir / "submissions")
     assert not rd.fold(0).exists() and (rd.fold(1) / "done.json").is_file()
     assert steps(rd, 1) == [2, 3]
-    assert yaml.safe_load((rd.root / "config.yaml").read_text())["folds"]["run"] == [1]
+    assert yaml.safe_load((rd.root / "partial/config.yaml").read_text())["folds"]["run"] == [1]  # partial
     with pytest.raises(SystemExit) as e:
         main(["--config", str(config), "--folds", "0,x"])
     assert e.value.code == 2
