@@ -14,12 +14,11 @@ commands:
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
 from src.config import check_cli_overrides, load_config
-from src.errors import cli
+from src.errors import ArgParser, cli
 
 MODULES = {"folds": "src.folds", "data": "src.data", "validate": "src.submission", "train": "src.train",
            "checkpoints": "src.checkpoints", "predict": "src.predict", "ensemble": "src.ensemble"}
@@ -35,7 +34,7 @@ def _check_args(argv: list[str] | None) -> None:
 def _pipeline(argv: list[str] | None) -> None:
     from src import pipeline
 
-    p = argparse.ArgumentParser(prog=f"python -m src {argv[0]}")
+    p = ArgParser(prog=f"python -m src {argv[0]}")
     p.add_argument("--config", default=None, help="YAML config (default: the TF-IDF baseline's defaults)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.data_dir=/kaggle/input/x")
     a = p.parse_args(argv[1:])
@@ -52,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     if argv[0] in ("run", "finalize"):
         return _pipeline(argv)
     if argv[0] not in MODULES:
-        print(f"error: unknown command {argv[0]!r}\n{__doc__}", file=sys.stderr)
+        print(f"{__doc__}\nerror: unknown command {argv[0]!r} (commands: run, finalize, {', '.join(MODULES)})",
+              file=sys.stderr)
         raise SystemExit(2)
     importlib.import_module(MODULES[argv[0]]).main(argv[1:])
 

@@ -20,7 +20,6 @@ skipped with a note wherever an intact one can stand in, else it is a one-line e
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -31,7 +30,7 @@ import pandas as pd
 import yaml
 
 from src.config import Config, load_config, load_saved_sections
-from src.errors import UserError, cli
+from src.errors import ArgParser, UserError, cli
 from src.fileio import read_json, write_text
 from src.rundir import RunDir, check_probs, checkpoint_dirs
 
@@ -93,6 +92,10 @@ def weights_problem(d: Path, required: bool = False) -> str | None:
     if not files:
         return f"{d} holds no weights (*.safetensors)" if required and not any(d.glob("*.bin")) else None
     for f in files:
+        try:
+            f.open("rb").close()
+        except OSError as e:
+            return f"cannot read {f}: {e.strerror or e}"
         try:
             with safe_open(str(f), "pt"):
                 pass
@@ -380,6 +383,21 @@ def _check_step(rd: RunDir, table: pd.DataFrame, fold: int, step: int) -> None:
         raise UserError(f"checkpoint fold {fold} step {step} has no valid_probs.npy")
 
 
+def _pick_intact(rd: RunDir, table: pd.DataFrame, fold: int, rule: str, tolerance: float) -> int:
+    """The rule's pick among fold's intact checkpoints: a damaged pick (valid_probs.npy, weights) is passed over
+    with a note for the next one; every one damaged is a one-line error."""
+    while True:
+        step = pick(table, rule, tolerance) if table["has_probs"].any() else None
+        if step is None:
+            raise UserError(f"fold {fold} of {rd.root} has no intact checkpoint with valid_probs.npy: delete "
+                            f"{rd.fold(fold)} and train it again")
+        problem = checkpoint_problem(rd.step(fold, step))
+        if problem is None:
+            return step
+        note(f"passing over fold {fold} step {step} (damaged: {problem}); the rule picks among the others")
+        table = table[table["step"] != step]
+
+
 def select(cfg: Config, rd: RunDir | None = None, rule: str | None = None, tolerance: float | None = None,
            folds: list[int] | None = None, manual: dict[int, int] | None = None,
            auto: list[int] | None = None) -> dict[int, int]:
@@ -410,7 +428,7 @@ def select(cfg: Config, rd: RunDir | None = None, rule: str | None = None, toler
             _check_step(rd, tables[k], k, entries[k]["step"])
             entries[k] = _entry(tables[k], entries[k]["step"], "manual")  # metric values of the picked step
         else:
-            entries[k] = _entry(tables[k], pick(tables[k], rule, tolerance), rule)
+            entries[k] = _entry(tables[k], _pick_intact(rd, tables[k], k, rule, tolerance), rule)
     for k, e in entries.items():
         _check_step(rd, tables[k], k, e["step"])
     write_selection(rd, entries, rule, tolerance)
@@ -457,7 +475,7 @@ def _exp_config(exp: str, checkpoints_dir: str) -> tuple[Config, RunDir]:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m src.checkpoints", description="List and select checkpoints.")
+    p = ArgParser(prog="python -m src.checkpoints", description="List and select checkpoints.")
     sub = p.add_subparsers(dest="cmd", required=True)
     ls = sub.add_parser("list", help="table of checkpoints per fold and a plot of val loss / macro-F1")
     ls.add_argument("exp")

@@ -459,17 +459,31 @@ def check(cfg: Config, need_exp: bool = True) -> Config:
     return cfg
 
 
+def _read_yaml(p: Path, what: str):
+    """The YAML document in `p`; unreadable, non-UTF-8 or invalid YAML is a one-line error naming the file."""
+    try:
+        text = p.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {p}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {p}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {p} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): "
+                        "re-save it as UTF-8") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"{what} {p} is not valid YAML{where}: {_yaml_problem(e)}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Config from a YAML file (or defaults when path is None) plus overrides, checked (see `check`)."""
     values: dict = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file not found: {p}")
-        try:
-            values = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from None
+        values = _read_yaml(p, "config file") or {}
         if not isinstance(values, dict):
             raise UserError(f"config file {p} must hold a mapping")
     cfg = _build(Config, values)
@@ -487,11 +501,7 @@ def load_saved_sections(path: str | Path, sections: list[str], overrides: list[s
     For reading a finished run (checkpoints, blends): keys this version no longer has are skipped, so a run
     saved by an older version stays readable.
     """
-    p = Path(path)
-    try:
-        saved = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read the run config {p}: {str(e).splitlines()[0]}") from None
+    saved = _read_yaml(Path(path), "the run config") or {}
     tree = to_dict(Config())
     for sec in sections:
         values = saved.get(sec) if isinstance(saved, dict) else None

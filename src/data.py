@@ -9,7 +9,6 @@ Converters turn the original SemEval-2018 E-c and GoEmotions files into such a f
 
 from __future__ import annotations
 
-import argparse
 import csv
 import re
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from src.config import DataConfig
-from src.errors import UserError, cli
+from src.errors import ArgParser, UserError, cli
 from src.fileio import check_header, csv_rows, read_csv, read_header, read_text, write_csv
 
 FILES = ("train.csv", "test.csv", "sample_submission.csv")
@@ -58,7 +57,11 @@ class Competition:
 
 
 def dataset_name(cfg: DataConfig) -> str:
-    """The dataset's name in fold file names: `data.name`, else the data folder's name."""
+    """The dataset's name in fold file names: `data.name` (one file name, no folder parts), else the data folder's
+    name."""
+    if cfg.name and (any(c in cfg.name for c in "/\\\0") or cfg.name.strip() in (".", "..")):
+        raise UserError(f"data.name={cfg.name!r} must be a plain name without / or \\ (it names the fold file "
+                        "folds/<name>_k<K>_s<seed>.csv)")
     return cfg.name or Path(cfg.data_dir).resolve().name
 
 
@@ -349,7 +352,7 @@ def convert_goemotions(src: str | Path, out: str | Path) -> None:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m src.data", description=__doc__.split("\n")[0])
+    p = ArgParser(prog="python -m src.data", description=__doc__.split("\n")[0])
     p.add_argument("format", choices=["semeval", "goemotions"], help="format of the original files")
     p.add_argument("src", help="folder with the original files")
     p.add_argument("out", help="competition folder to write")

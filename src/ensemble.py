@@ -21,7 +21,6 @@ under `extra.ensemble`) finalized by the spine: thresholds, metrics.json, per_la
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from itertools import permutations
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 from src import metrics, report, thresholds
 from src.config import ThresholdConfig, dump_config, load_config, load_saved_sections
 from src.data import Competition, load_competition
-from src.errors import UserError, cli
+from src.errors import ArgParser, UserError, cli
 from src.fileio import write_json, write_text
 from src.folds import ensure_folds, fold_path
 from src.rundir import RunDir, read_probs, write_probs
@@ -163,6 +162,8 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
         raise UserError(f"give at least two distinct runs to blend, got {names}")
     if out in names:
         raise UserError(f"--out '{out}' is one of the members; choose a new name")
+    if trials < 0:
+        raise UserError(f"--trials must be >= 0 (0: only equal weights and each member alone), got {trials}")
     base = load_config(None, ["exp=" + names[0], *(overrides or [])])
     first = Path(base.output.checkpoints_dir) / names[0] / "config.yaml"
     if not first.is_file():
@@ -221,7 +222,7 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
 
 @cli
 def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m src.ensemble", description="Blend runs on OOF macro-F1.")
+    p = ArgParser(prog="python -m src.ensemble", description="Blend runs on OOF macro-F1.")
     p.add_argument("runs", nargs="+", help="experiment names under checkpoints/, then optional key=value overrides "
                                            "(e.g. data.data_dir=... thresholds.min_one=true)")
     p.add_argument("--out", required=True, help="name of the blend run (checkpoints/<out>/, submissions/<out>.csv)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 
@@ -19,7 +20,19 @@ def cli(main: Callable[[list[str] | None], object]) -> Callable[[list[str] | Non
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        except PermissionError as e:  # a file or folder the checks could not even look at
+            print(f"error: permission denied: {e.filename or e}: fix its permissions, or point the setting "
+                  "elsewhere", file=sys.stderr)
+            raise SystemExit(2) from None
 
     wrapped.__doc__ = main.__doc__
     wrapped.__name__ = main.__name__
     return wrapped
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: `error: <prog>: <message> (see <prog> --help)`, exit 2."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)

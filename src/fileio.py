@@ -30,6 +30,20 @@ def _os_error(action: str, path: Path | str, e: OSError) -> UserError:
     return UserError(f"cannot {action} {path}: {reason} (check that the folder is writable and the disk has space)")
 
 
+def make_dir(path: str | Path) -> Path:
+    """Create folder `path` with its parents; a file in the way, or an OS error, is a UserError naming it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        raise UserError(f"{blocker} is a file, where a folder is needed: move it, or point the setting elsewhere") \
+            from None
+    except OSError as e:
+        raise _os_error("create the folder", path, e) from None
+    return path
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds.
@@ -37,10 +51,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     An OSError creating the folder, the temp file, writing it (in the block) or renaming it becomes a UserError
     naming `path` and the OS's reason; the temp file is removed whatever happens."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise _os_error("create the folder", path.parent, e) from None
+    make_dir(path.parent)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
@@ -69,6 +80,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 
 def write_text(path: str | Path, text: str) -> Path:
+    """Write `text` atomically; a file that already holds exactly `text` is left as it is (its time too)."""
+    try:
+        if Path(path).read_bytes() == text.encode("utf-8"):
+            return Path(path)
+    except OSError:
+        pass
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
@@ -182,7 +199,13 @@ def check_csv_text(text: str, name: str, sep: str = ",", header: bool = True) ->
         if sep == ",":
             _check_separator(head[2], name)
         check_header(head[2], name)
-    bad = [(first, last, len(fields)) for first, last, fields in rows if len(fields) != width]
+    bad, end = [], head
+    for end in rows:
+        if len(end[2]) != width:
+            bad.append((end[0], end[1], len(end[2])))
+    if end[1] > end[0] and text.count('"') % 2 and end[1] >= text.rstrip("\r\n").count("\n") + 1:
+        raise UserError(f"{name}: a quoted field opens on line {end[0]} and never closes (an unbalanced quote \"): "
+                        f"lines {end[0]}-{end[1]} read as one row; close or remove the quote")
     if not bad:
         return
     first, last, n = bad[0]

@@ -8,7 +8,6 @@ after checking that it covers exactly this dataset's ids; it is never overwritte
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pandas as pd
 
 from src.config import Config, load_config
 from src.data import Competition, dataset_name, load_competition
-from src.errors import UserError, cli
+from src.errors import ArgParser, UserError, cli
 from src.fileio import read_csv, write_csv
 
 
@@ -96,7 +95,7 @@ def folds_for_run(cfg: Config) -> list[int]:
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m src.folds", description="Make or check the fold file.")
+    p = ArgParser(prog="python -m src.folds", description="Make or check the fold file.")
     p.add_argument("--config", default=None)
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     a = p.parse_args(argv)

@@ -80,7 +80,32 @@ def load_oof(rd: RunDir, comp: Competition, folds: pd.DataFrame) -> tuple[pd.Dat
     keep = np.argsort(rows, kind="stable")
     oof = oof.iloc[keep].reset_index(drop=True)
     oof.attrs["rows"] = rows[keep]
-    return oof, oof[comp.labels].to_numpy(np.float64), len(oof) == len(comp.train)
+    complete = len(oof) == len(comp.train)
+    if not complete and not rd.partial:
+        missing = sorted(set(comp.train_ids) - set(oof["id"]))
+        raise UserError(f"{rd.oof} covers {len(oof)} of {len(comp.train)} train rows (missing e.g. {missing[0]}): "
+                        "a damaged file or an unfinished run; run the config again to rewrite it")
+    return oof, oof[comp.labels].to_numpy(np.float64), complete
+
+
+def load_test(rd: RunDir, comp: Competition) -> pd.DataFrame | None:
+    """test.csv checked: each id once, only test.csv's ids, and (for a complete run) every one of them."""
+    if not rd.test.is_file():
+        if rd.partial:
+            return None
+        raise UserError(f"{rd.test} does not exist: run this config again to write it")
+    test = read_probs(rd.test, comp.labels)
+    twice = test["id"][test["id"].duplicated()]
+    if len(twice):
+        raise UserError(f"{rd.test} lists {twice.nunique()} ids more than once (e.g. {twice.iloc[0]})")
+    unknown = sorted(set(test["id"]) - set(comp.test_ids))
+    if unknown:
+        raise UserError(f"{rd.test} has {len(unknown)} ids that are not in test.csv (e.g. {unknown[0]})")
+    if len(test) != len(comp.test) and not rd.partial:
+        missing = sorted(set(comp.test_ids) - set(test["id"]))
+        raise UserError(f"{rd.test} covers {len(test)} of {len(comp.test)} test rows (missing e.g. {missing[0]}): "
+                        "a damaged file or an unfinished run; run the config again to rewrite it")
+    return test
 
 
 def finalize(cfg: Config, comp: Competition | None = None, folds: pd.DataFrame | None = None,
@@ -96,6 +121,7 @@ def finalize(cfg: Config, comp: Competition | None = None, folds: pd.DataFrame |
 
 def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, wall_s: float | None) -> dict:
     oof, probs, complete = load_oof(rd, comp, folds)
+    test = load_test(rd, comp)  # both files checked before anything is written
     rows = oof.attrs["rows"]
     Y = comp.Y[rows]
     th = thresholds.tune(Y, probs, cfg.thresholds)
@@ -117,6 +143,10 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
     }
     if wall_s is not None:
         result["wall_s"] = round(wall_s, 2)
+    sub = None if rd.partial else submission.build(
+        test["id"].tolist(), thresholds.apply(test[comp.labels].to_numpy(), th, cfg.thresholds.min_one), comp.sample)
+    if sub is not None:
+        submission.validate(sub, comp.sample, f"refusing to write {rd.submission}")
     write_json(rd.thresholds, thresholds.to_json(comp.labels, th, cfg.thresholds))
     write_csv(rd.per_label, table.reset_index(), float_format="%.4f")
     if cfg.output.plots:
@@ -125,23 +155,13 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
     print(f"[{cfg.exp}] OOF macro-F1 {result['oof']['macro_f1']:.4f} (at 0.5: {result['oof_at_0.5']['macro_f1']:.4f}), "
           f"micro-F1 {result['oof']['micro_f1']:.4f}, Jaccard {result['oof']['jaccard']:.4f}"
           + (f", {wall_s:.1f} s" if wall_s is not None else ""))
-    test = read_probs(rd.test, comp.labels) if rd.test.is_file() else None
-    n_test = 0 if test is None else len(set(test["id"]) & set(comp.test_ids))
     if rd.partial:
         print(f"[{cfg.exp}] partial run ({partial_reason(cfg)}): OOF covers {len(oof)} of {len(comp.train)} train "
               f"rows; its outputs are in {rd.out}; the complete run's oof.csv, test.csv and {rd.submission} are "
               "untouched")
-    elif complete and test is not None and n_test == len(comp.test) == len(test):
-        sub = submission.build(test["id"].tolist(), thresholds.apply(test[comp.labels].to_numpy(), th,
-                                                                      cfg.thresholds.min_one), comp.sample)
+    else:
         submission.write(sub, comp.sample, rd.submission)
         result["submission"] = str(rd.submission)
         print(f"[{cfg.exp}] submission: {rd.submission}")
-    else:
-        stale = rd.submission.is_file()
-        rd.submission.unlink(missing_ok=True)  # an older run's file would no longer match this run's outputs
-        print(f"[{cfg.exp}] NO SUBMISSION: OOF covers {len(oof)} of {len(comp.train)} train rows, test probabilities "
-              f"{n_test} of {len(comp.test)} rows; a submission is written once every fold and every row is in"
-              + (f"; removed the older {rd.submission}, which no longer matches this run" if stale else ""))
     write_json(rd.metrics, result)
     return result

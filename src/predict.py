@@ -15,7 +15,6 @@ oof.csv and the fold-averaged test.csv go through `write_fold_outputs`, threshol
 
 from __future__ import annotations
 
-import argparse
 import gc
 import hashlib
 import json
@@ -30,7 +29,7 @@ from tqdm.auto import tqdm
 from src import checkpoints
 from src.config import Config, dump_config, load_config
 from src.data import Competition, load_competition
-from src.errors import UserError, cli
+from src.errors import ArgParser, UserError, cli
 from src.fileio import atomic_path, write_json, write_text
 from src.folds import ensure_folds, folds_for_run
 from src.rundir import RunDir, check_probs, write_fold_outputs
@@ -199,7 +198,7 @@ def run(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir) -> None
 def main(argv: list[str] | None = None) -> dict:
     from src.pipeline import finalize
 
-    p = argparse.ArgumentParser(prog="python -m src.predict", description="Predict from selected checkpoints.")
+    p = ArgParser(prog="python -m src.predict", description="Predict from selected checkpoints.")
     p.add_argument("--config", required=True)
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     a = p.parse_args(argv)

@@ -85,7 +85,7 @@ def check_probs(probs: np.ndarray, labels: list[str], what: str, ids=None) -> np
         kind = "NaN" if np.isnan(probs[row, col]) else "infinite" if np.isinf(probs[row, col]) else "outside [0, 1]"
         where = f"id {ids[row]}" if ids is not None else f"row {row}"
         raise UserError(f"{what}: {int(bad.sum())} probabilities are NaN, infinite or outside [0, 1] (first: "
-                        f"{kind} {probs[row, col]!r} for label '{labels[col]}', {where}); a diverged model or a "
+                        f"{kind} {float(probs[row, col])!r} for label '{labels[col]}', {where}); a diverged model or a "
                         "damaged file: retrain, or recompute the file")
     return probs
 

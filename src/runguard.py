@@ -23,6 +23,7 @@ from pathlib import Path
 
 from src.config import Config
 from src.errors import UserError
+from src.fileio import make_dir
 from src.rundir import RunDir
 
 LOCK = ".lock"
@@ -103,10 +104,7 @@ def run_lock(rd: RunDir) -> Iterator[Path]:
         finally:
             _held[path] -= 1
         return
-    try:
-        rd.root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot create the run folder {rd.root}: {e.strerror}") from None
+    make_dir(rd.root)
     path = (rd.root / LOCK).resolve()
     for _ in range(3):
         try:
@@ -140,8 +138,8 @@ def run_lock(rd: RunDir) -> Iterator[Path]:
 
 def check_writable(folder: Path) -> None:
     """Create `folder` and write (and remove) a small probe file in it; a read-only or full disk is a UserError."""
+    make_dir(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe.", suffix=".tmp") as f:
             f.write(b"\0" * 65536)
             f.flush()
@@ -189,4 +187,8 @@ def prepare_outputs(rd: RunDir, cfg: Config, extra: tuple[Path, ...] = ()) -> No
     folders = [rd.root, rd.out, *extra] + ([] if rd.partial else [rd.submissions_dir])
     for folder in dict.fromkeys(folders):
         check_writable(folder)
+    files = [rd.config, rd.oof, rd.test, rd.thresholds, rd.metrics, rd.per_label, rd.selection]
+    for f in files + ([] if rd.partial else [rd.submission]):
+        if f.is_dir():
+            raise UserError(f"{f} is a folder, where the run writes a file: move or remove it")
     clean_leftovers(rd)

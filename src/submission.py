@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from src.errors import UserError, cli
+from src.errors import ArgParser, UserError, cli
 from src.fileio import read_csv, write_csv
 
 
-def validate(sub: pd.DataFrame, sample: pd.DataFrame) -> None:
-    """Raise UserError unless `sub` has sample's columns, ids in sample's order, and 0/1 labels."""
+def validate(sub: pd.DataFrame, sample: pd.DataFrame, name: str = "submission") -> None:
+    """Raise UserError (naming `name` and the first offending row) unless `sub` has sample's columns, ids in
+    sample's order, and 0/1 labels."""
     if list(sub.columns) != list(sample.columns):
-        raise UserError(f"submission columns {list(sub.columns)} differ from the sample's {list(sample.columns)}")
+        raise UserError(f"{name}: columns {list(sub.columns)} differ from the sample's {list(sample.columns)}")
     id_col = sample.columns[0]
     if len(sub) != len(sample):
-        raise UserError(f"submission has {len(sub)} rows, the sample has {len(sample)}")
-    if not (sub[id_col].astype(str).to_numpy() == sample[id_col].astype(str).to_numpy()).all():
-        raise UserError("submission ids are not the sample's ids in the sample's order")
+        raise UserError(f"{name} has {len(sub)} rows, the sample has {len(sample)}")
+    got, want = sub[id_col].astype(str).to_numpy(), sample[id_col].astype(str).to_numpy()
+    differ = np.flatnonzero(got != want)
+    if len(differ):
+        i = differ[0]
+        raise UserError(f"{name}: ids are not the sample's ids in the sample's order ({len(differ)} rows differ; "
+                        f"first at row {i + 1}: {got[i]!r} where the sample has {want[i]!r})")
     vals = sub[sample.columns[1:]]
-    if vals.isna().any().any() or not vals.isin([0, 1]).all().all():
-        raise UserError("submission labels must all be 0 or 1")
+    bad = vals.isna() | ~vals.isin([0, 1])
+    if bad.any().any():
+        i, j = np.argwhere(bad.to_numpy())[0]
+        value = vals.iat[i, j]
+        value = value.item() if hasattr(value, "item") else value
+        raise UserError(f"{name}: labels must all be 0 or 1; {int(bad.to_numpy().sum())} are not (first: "
+                        f"{value!r} for label '{vals.columns[j]}', id {got[i]})")
 
 
 def build(ids: list[str], preds: np.ndarray, sample: pd.DataFrame) -> pd.DataFrame:
@@ -38,19 +47,19 @@ def build(ids: list[str], preds: np.ndarray, sample: pd.DataFrame) -> pd.DataFra
 
 
 def write(sub: pd.DataFrame, sample: pd.DataFrame, path: str | Path) -> Path:
-    validate(sub, sample)
+    validate(sub, sample, f"refusing to write {path}")
     return write_csv(path, sub)
 
 
 @cli
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m src.submission", description="Validate a submission CSV.")
+    p = ArgParser(prog="python -m src.submission", description="Validate a submission CSV.")
     p.add_argument("submission")
     p.add_argument("sample", help="sample_submission.csv")
     a = p.parse_args(argv)
     sample = read_csv(a.sample, dtype=str)
     sub = read_csv(a.submission, dtype={sample.columns[0]: str})
-    validate(sub, sample)
+    validate(sub, sample, a.submission)
     print(f"{a.submission}: valid ({len(sub)} rows, {len(sub.columns) - 1} labels)")
 
 

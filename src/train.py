@@ -31,7 +31,6 @@ After each fold its model, optimizer and W&B run are released (`release_fold`), 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -53,7 +52,7 @@ from src.checkpoints import RESUME, find_resume, makes_top_k, prune, read_metric
 from src.config import Config, ThresholdConfig, dump_config, load_config, to_dict
 from src.data import Competition, load_competition
 from src.ema import EMA
-from src.errors import UserError, cli
+from src.errors import ArgParser, UserError, cli
 from src.fileio import read_json, write_json, write_text
 from src.folds import ensure_folds, folds_for_run
 from src.losses import make_loss
@@ -652,7 +651,7 @@ def parse_folds(text: str, n_folds: int | None = None) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     from accelerate import PartialState
 
-    p = argparse.ArgumentParser(prog="python -m src.train", description="Fine-tune a transformer per fold.")
+    p = ArgParser(prog="python -m src.train", description="Fine-tune a transformer per fold.")
     p.add_argument("--config", required=True, help="YAML config with model_type: transformer")
     p.add_argument("--folds", default=None, help="folds to train, e.g. 0,3 (sets folds.run; default: all)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.max_steps=300")

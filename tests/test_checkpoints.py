@@ -130,3 +130,17 @@ def test_list_prints_tables_and_plots(workdir, capsys):
     checkpoints.main(["select", "x", "--fold", "0", "--step", "100"])
     checkpoints.main(["list", "x"])
     assert "fold 0 (done; selected step 100: manual)" in capsys.readouterr().out
+
+
+def test_rule_passes_over_a_damaged_pick_for_the_next_intact_one(workdir, capsys):
+    cfg, rd = fake_run(n_folds=1)
+    assert checkpoints.select(cfg, rule="best_f1") == {0: 500}
+    (rd.step(0, 500) / "valid_probs.npy").write_bytes(b"\x93NUMPY garbage")  # truncated by a sync
+    capsys.readouterr()
+    assert checkpoints.select(cfg, rule="best_f1") == {0: 200}  # the next best by F1 among intact ones
+    out = capsys.readouterr().out
+    assert "note: passing over fold 0 step 500 (damaged: " in out and "valid_probs.npy" in out
+    for step in (100, 200, 300, 400):
+        (rd.step(0, step) / "valid_probs.npy").write_bytes(b"")
+    with pytest.raises(UserError, match="fold 0 of .* has no intact checkpoint with valid_probs.npy: delete"):
+        checkpoints.select(cfg, rule="best_f1")

@@ -224,3 +224,15 @@ def test_config_files_are_checked_too(tmp_path):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_passes_the_checks(path):
     assert load_config(path).exp == path.stem
+
+
+def test_a_config_file_that_is_not_utf8_or_not_yaml_is_one_line_naming_it(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_bytes(b"exp: caf\xe9\n")
+    with pytest.raises(UserError, match=rf"^config file {p} is not UTF-8 text \(byte 0xe9 at offset 8\)"):
+        load_config(p)
+    with pytest.raises(UserError, match=rf"^the run config {p} is not UTF-8 text"):
+        load_saved_sections(p, ["data"])
+    p.write_text("model_type: tfidf\ntfidf:\n  C: [1,\n")
+    with pytest.raises(UserError, match=rf"^config file {p} is not valid YAML at line 4, column 1: "):
+        load_config(p)

@@ -13,7 +13,7 @@ from src.__main__ import main as cli_main
 from src.config import DataConfig, load_config
 from src.data import RESERVED_COLUMNS, load_competition
 from src.errors import UserError
-from src.fileio import atomic_path, read_csv, read_json, write_json, write_text
+from src.fileio import atomic_path, make_dir, read_csv, read_json, write_json, write_text
 
 
 def load(d, **kw):
@@ -98,7 +98,8 @@ CASES = {
     "header and rows with trailing commas": (lambda d: retext(d, "train.csv", lines(lambda i, s: s + ",")),
                                              ["train.csv: column 7 of the header has no name (a trailing comma?)"]),
     "unbalanced quote to the end": (lambda d: retext(d, "train.csv", lines(
-        lambda i, s: s.replace(",", ',"', 1) if i == 5 else s)), ["train.csv line 6 has", "an unbalanced quote?"]),
+        lambda i, s: s.replace(",", ',"', 1) if i == 5 else s)), ["train.csv: a quoted field opens on line 6 and "
+                                                                  "never closes (an unbalanced quote \")"]),
     # 3. headerless files
     "headerless sample": (drop_header("sample_submission.csv"),
                           ["sample_submission.csv seems to have no header row", "'te-00000,0,0,0,0'"]),
@@ -313,7 +314,7 @@ def test_read_only_folder_is_a_user_error(tmp_path):
 
 def test_parent_that_cannot_be_made_is_a_user_error(tmp_path):
     (tmp_path / "file").write_text("")
-    with pytest.raises(UserError, match="cannot create the folder .*file/sub"):
+    with pytest.raises(UserError, match=r"file is a file, where a folder is needed"):
         write_text(tmp_path / "file" / "sub" / "x.txt", "data")
 
 
@@ -341,3 +342,49 @@ def test_read_json_reads_valid_json(tmp_path):
     assert read_json(tmp_path / "d.json") == {"steps": 3}
     with pytest.raises(UserError, match="missing file"):
         read_json(tmp_path / "none.json")
+
+
+def test_a_quote_left_open_in_the_last_column_names_its_line(comp_dir):
+    retext(comp_dir, "test.csv", lines(lambda i, s: s.replace(",", ',"', 1) if i == 6 else s))
+    assert error(comp_dir) == ("test.csv: a quoted field opens on line 7 and never closes (an "
+                               "unbalanced quote \"): lines 7-61 read as one row; close or remove the quote")
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", "a\\b"])
+def test_a_data_name_with_folder_parts_is_refused(comp_dir, name):
+    assert error(comp_dir, name=name).startswith(f"data.name={name!r} must be a plain name")
+    assert load(comp_dir, name="x #y").name == "x #y"
+
+
+@pytest.mark.parametrize("argv", [["frobnicate"], ["run", "--bogus"], ["run", "--config"], ["validate", "a.csv"],
+                                  ["ensemble", "a", "b"], ["checkpoints", "select"]])
+def test_every_command_line_mistake_ends_in_one_error_line(workdir, argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli_main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and err[-1].startswith("error: ") and "Traceback" not in "\n".join(err), err
+    assert "--help" in err[-1] or err[-1].startswith("error: unknown command 'frobnicate'")
+
+
+def test_a_file_where_a_folder_is_needed_is_named(tmp_path):
+    (tmp_path / "subs").write_text("x")
+    for target in (tmp_path / "subs", tmp_path / "subs/a/b"):
+        with pytest.raises(UserError, match=rf"^{tmp_path / 'subs'} is a file, where a folder is needed"):
+            make_dir(target)
+        with pytest.raises(UserError, match=rf"^{tmp_path / 'subs'} is a file, where a folder is needed"):
+            write_text(target / "x.csv", "a")
+    assert make_dir(tmp_path / "new/deeper").is_dir()
+
+
+def test_a_permission_error_anywhere_is_one_line(capsys):
+    from src.errors import cli
+
+    @cli
+    def main(argv):
+        raise PermissionError(13, "Permission denied", "data/train.csv")
+
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == ("error: permission denied: data/train.csv: fix its permissions, or point the "
+                                       "setting elsewhere\n")

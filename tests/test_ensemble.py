@@ -144,3 +144,8 @@ def test_tfidf_classifier_options_give_probabilities(name):
 def test_bad_tfidf_classifier_is_a_user_error(workdir, comp_dir):
     with pytest.raises(UserError, match="tfidf.classifier must be one of logreg, svc, cnb, got 'rf'"):
         run(load_config(None, [f"data.data_dir={comp_dir}", "folds.n_folds=5", "tfidf.classifier=rf"]))
+
+
+def test_negative_trials_are_a_one_line_error():
+    with pytest.raises(UserError, match=r"--trials must be >= 0 .*got -1"):
+        blend(["a", "b"], "bl", trials=-1)

@@ -65,8 +65,9 @@ def test_finalize_without_every_test_row_writes_no_submission(workdir, comp_dir)
     test = workdir / "checkpoints/s/test.csv"
     pd.read_csv(test).iloc[:10].to_csv(test, index=False)
     (workdir / "submissions/s.csv").unlink()
-    result = finalize(cfg)
-    assert result["complete"] and "submission" not in result and not (workdir / "submissions/s.csv").exists()
+    with pytest.raises(UserError, match=r"test.csv covers 10 of 60 test rows .*run the config again"):
+        finalize(cfg)  # a complete run with a short test.csv: a damaged file, never a silent 'no submission'
+    assert not (workdir / "submissions/s.csv").exists()
 
 
 @pytest.mark.parametrize("bad", ["thresholds.mode=perlabel", "select.rule=best", "model_type=xgb"])

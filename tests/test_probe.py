@@ -38,6 +38,23 @@ def test_feature_cache_hits_and_misses(tmp_path, encoder):
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 7
 
 
+@pytest.mark.parametrize("damage", ["truncated", "nan", "rows"])
+def test_a_damaged_feature_cache_is_recomputed(tmp_path, encoder, damage, capsys):
+    cfg = load_config(None, [f"model.name_or_path={encoder}", f"probe.cache_dir={tmp_path}", "model.max_length=16"])
+    texts = {"train": make_frame(12)["Tweet"].tolist()}
+    first, _ = features(cfg.model, cfg.probe, texts)
+    (cache,) = tmp_path.glob("*.npy")
+    if damage == "truncated":
+        cache.write_bytes(cache.read_bytes()[:100])
+    else:
+        np.save(cache, np.full_like(first["train"], np.nan) if damage == "nan" else first["train"][:5])
+    capsys.readouterr()
+    again, hits = features(cfg.model, cfg.probe, texts)
+    assert hits == {"train": False} and f"note: the cached {cache} is damaged" in capsys.readouterr().out
+    np.testing.assert_allclose(again["train"], first["train"], rtol=1e-5)
+    assert features(cfg.model, cfg.probe, texts)[1] == {"train": True}  # rewritten whole
+
+
 def test_decoder_last_token_features(tmp_path):
     decoder = save_decoder(tmp_path / "lm", make_frame(100)["Tweet"].tolist())
     cfg = load_config(None, [f"model.name_or_path={decoder}", f"probe.cache_dir={tmp_path / 'cache'}",

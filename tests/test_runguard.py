@@ -58,7 +58,7 @@ def test_failed_run_keeps_the_previous_config(finished, comp_dir):
 
 def test_unwritable_submissions_folder_is_found_before_any_work(workdir, comp_dir):
     (workdir / "blocked").write_text("a file where the folder should be")
-    with pytest.raises(UserError, match="cannot write to blocked"):
+    with pytest.raises(UserError, match="blocked is a file, where a folder is needed"):
         run(cfg_of(comp_dir, "output.submissions_dir=blocked"))
     assert not (workdir / "checkpoints/g/oof.csv").exists() and not (workdir / "checkpoints/g/config.yaml").exists()
 
@@ -153,3 +153,57 @@ def test_probabilities_are_checked_before_writing(tmp_path):
 def test_finalize_without_oof_is_one_line(workdir, comp_dir):
     with pytest.raises(UserError, match="oof.csv does not exist: run this config first"):
         finalize(cfg_of(comp_dir))
+
+
+def damage_rows(path, how):
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    {"missing": lambda: frame.drop(index=frame.index[-1]),
+     "twice": lambda: pd.concat([frame, frame.iloc[[0]]]),
+     "unknown": lambda: frame.assign(id=["zz-1", *frame["id"][1:]])}[how]().to_csv(path, index=False)
+
+
+@pytest.mark.parametrize("name,how,msg", [
+    ("oof.csv", "missing", r"oof.csv covers 199 of 200 train rows \(missing e.g. .*\): a damaged file"),
+    ("test.csv", "missing", r"test.csv covers 59 of 60 test rows \(missing e.g. .*\): a damaged file"),
+    ("test.csv", "twice", r"test.csv lists 1 ids more than once"),
+    ("test.csv", "unknown", r"test.csv has 1 ids that are not in test.csv \(e.g. zz-1\)"),
+    ("test.csv", "nan", r"test.csv: 1 probabilities are NaN"),
+])
+def test_finalize_checks_both_probability_files_before_writing_anything(finished, comp_dir, name, how, msg):
+    path = finished / f"checkpoints/g/{name}"
+    if how == "nan":
+        frame = pd.read_csv(path, dtype=str)
+        frame.loc[3, "joy"] = "nan"
+        frame.to_csv(path, index=False)
+    else:
+        damage_rows(path, how)
+    before = snapshot(finished)
+    with pytest.raises(UserError, match=msg):
+        finalize(cfg_of(comp_dir))
+    after = snapshot(finished)
+    assert [p for p in after if after[p] != before.get(p)] == [] and set(after) == set(before)
+
+
+def test_an_output_file_that_is_a_folder_is_found_before_any_work(finished, comp_dir):
+    (finished / "submissions/g.csv").unlink()
+    (finished / "submissions/g.csv").mkdir()
+    before = snapshot(finished)
+    with pytest.raises(UserError, match=r"submissions/g.csv is a folder, where the run writes a file"):
+        run(cfg_of(comp_dir, "tfidf.C=2"))
+    assert snapshot(finished) == before
+
+
+def test_tfidf_min_df_above_the_fold_rows_is_refused_before_any_write(finished, comp_dir):
+    before = snapshot(finished)
+    with pytest.raises(UserError, match=r"tfidf.min_df=500 is more than the 160 training rows of the smallest fold"):
+        run(cfg_of(comp_dir, "tfidf.min_df=500"))
+    assert snapshot(finished) == before
+
+
+def test_an_unchanged_config_is_not_rewritten(finished, comp_dir):
+    config = finished / "checkpoints/g/config.yaml"
+    os.utime(config, (1e9, 1e9))
+    run(cfg_of(comp_dir))
+    assert config.stat().st_mtime == 1e9
+    run(cfg_of(comp_dir, "tfidf.C=2"))
+    assert config.stat().st_mtime > 1e9 and "C: 2" in config.read_text()

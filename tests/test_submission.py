@@ -45,3 +45,16 @@ def test_written_files_get_usual_permissions(sample, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+@pytest.mark.parametrize("bad, msg", [
+    (lambda s: s.assign(ID=["b", "zz", "c"]), "sub.csv: ids are not the sample's ids in the sample's order (1 rows "
+                                              "differ; first at row 2: 'zz' where the sample has 'a')"),
+    (lambda s: s.assign(y=[0, 1, 2]), "sub.csv: labels must all be 0 or 1; 1 are not (first: 2 for label 'y', id c)"),
+    (lambda s: s.iloc[:2], "sub.csv has 2 rows, the sample has 3"),
+])
+def test_validate_names_the_file_and_the_first_bad_row(sample, bad, msg):
+    good = submission.build(["b", "a", "c"], np.zeros((3, 2)), sample)
+    with pytest.raises(UserError) as e:
+        submission.validate(bad(good), sample, "sub.csv")
+    assert str(e.value) == msg

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -295,6 +296,11 @@ def test_llm_finetune_fold_follows_test_texts_and_damaged_files(workdir, comp_di
     damage(fold / "readout.npz", "truncated")
     run(cfg)
     assert "readout.npz is damaged (truncated or corrupted?)" in capsys.readouterr().out
+    steps = fold / "steps_oof.jsonl"
+    steps.write_text(steps.read_text()[:-9])  # cut inside its last record
+    run(cfg)
+    out = capsys.readouterr().out
+    assert re.search(rf"fold 0: {re.escape(str(steps))} line \d+ is not valid JSON .*; training it again", out), out
     damage(fold / "done.json", "garbage")
     with pytest.raises(UserError, match=r"done.json is not valid JSON.*delete .*fold0 to train the fold again"):
         family("llm_finetune").preflight(cfg, load_competition(cfg.data), *_folds(cfg))

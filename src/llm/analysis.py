@@ -13,7 +13,6 @@ mean top probability, mean number of labels at or above the tuned threshold and 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +24,7 @@ import pandas as pd  # noqa: E402
 
 from src import metrics, thresholds  # noqa: E402
 from src.config import Config, ThresholdConfig, load_config  # noqa: E402
-from src.errors import UserError, cli  # noqa: E402
+from src.errors import ArgParser, UserError, cli  # noqa: E402
 from src.fileio import write_csv, write_json  # noqa: E402
 from src.llm.outputs import methods_dir  # noqa: E402
 from src.report import save_png  # noqa: E402
@@ -224,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
     from src.data import load_competition
     from src.folds import ensure_folds
 
-    p = argparse.ArgumentParser(prog="python -m src.llm.analysis", description=__doc__.split("\n")[0])
+    p = ArgParser(prog="python -m src.llm.analysis", description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["report", "compare"])
     p.add_argument("--config", default=None)
     p.add_argument("--runs", default="", help="compare: experiment names under checkpoints/, comma-separated")

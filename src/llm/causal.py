@@ -214,6 +214,11 @@ def _reusable(cfg: Config, comp, rd, k: int, train_rows: np.ndarray, valid_rows:
         return False
     why = mismatch(read_done(fold_dir), _parts(cfg, comp, train_rows, valid_rows, test_rows))
     why = why or _readout_problem(fold_dir / "readout.npz", comp.labels, valid_rows, test_rows)
+    if why is None:
+        try:
+            read_jsonl(fold_dir / "steps_oof.jsonl")
+        except UserError as e:
+            why = str(e)
     if why and not quiet:
         print(f"[{cfg.exp}] fold {k}: {why}; training it again")
     return why is None

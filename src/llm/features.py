@@ -95,14 +95,31 @@ def extract(model, tok, texts: list[str], mc: ModelConfig, pc: ProbeConfig, desc
     return out
 
 
+def _cached(path: Path, rows: int) -> np.ndarray | None:
+    """A cached feature matrix, or None when there is none or it is damaged (unreadable, other rows, non-finite
+    values: a note, then it is recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        out = np.load(path)
+        problem = (f"shape {out.shape}, expected [{rows}, hidden]" if out.ndim != 2 or len(out) != rows
+                   else "non-finite values" if not np.isfinite(out).all() else "")
+    except (ValueError, OSError, EOFError) as e:
+        problem = (str(e).splitlines() or [type(e).__name__])[0][:160]
+    if problem:
+        print(f"note: the cached {path} is damaged ({problem}): recomputing it")
+        return None
+    return out
+
+
 def features(mc: ModelConfig, pc: ProbeConfig, splits: dict[str, list[str]]) -> tuple[dict[str, np.ndarray],
                                                                                        dict[str, bool]]:
     """`({split: features}, {split: cache hit})`; the model loads only if some split is not cached."""
     if pc.pooling not in POOLINGS:
         raise UserError(f"probe.pooling must be one of {list(POOLINGS)}, got {pc.pooling!r}")
     paths = {s: cache_path(mc, pc, texts) for s, texts in splits.items()}
-    hits = {s: p.is_file() for s, p in paths.items()}
-    out = {s: np.load(p) for s, p in paths.items() if hits[s]}
+    out = {s: f for s, p in paths.items() if (f := _cached(p, len(splits[s]))) is not None}
+    hits = {s: s in out for s in splits}
     missing = [s for s in splits if not hits[s]]
     if missing:
         model, tok = load_encoder(mc), load_tokenizer(mc)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from src.errors import UserError
 from src.fileio import atomic_path
 from src.rundir import RunDir, write_probs
 
@@ -34,8 +35,23 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """One JSON object per line; a missing, non-UTF-8 or damaged file is a UserError naming the file and line."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (truncated or corrupted?)") from None
+    records = []
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path} line {i} is not valid JSON (truncated or corrupted?): {e.msg}") from None
+    return records
 
 
 def write_outputs(rd: RunDir, comp, folds, main: str, train_rows: np.ndarray, oof: dict[str, np.ndarray],

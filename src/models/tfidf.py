@@ -80,6 +80,11 @@ def preflight(cfg: Config, comp, folds, rd) -> None:
                                 ("class_weight", t.class_weight, ("none", "balanced"))):
         if value not in allowed:
             raise UserError(f"tfidf.{key} must be one of {', '.join(allowed)}, got {value!r}")
+    fold = folds["fold"].to_numpy()
+    smallest = min(int((fold != k).sum()) for k in folds_for_run(cfg))
+    if t.min_df > smallest:
+        raise UserError(f"tfidf.min_df={t.min_df} is more than the {smallest} training rows of the smallest fold: "
+                        "no term could be kept; lower it")
 
 
 def run(cfg: Config, comp, folds, rd) -> None:
