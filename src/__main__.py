@@ -3,6 +3,7 @@
 commands:
   run        train every fold of a config, then thresholds, metrics, plots, submission
   finalize   thresholds, metrics, plots and submission from a run's oof.csv + test.csv
+  config     print the resolved config, one key (--get exp) or every valid key (--keys)
   folds      make or check the fold file and print per-fold label counts
   data       convert original SemEval-2018 E-c / GoEmotions files into a competition folder
   validate   check a submission CSV against sample_submission.csv
@@ -17,11 +18,12 @@ from __future__ import annotations
 import importlib
 import sys
 
-from src.config import check_cli_overrides, load_config
+from src.config import check_cli_overrides, load_config, load_run_config
 from src.errors import ArgParser, cli
+from src.folds import parse_folds
 
-MODULES = {"folds": "src.folds", "data": "src.data", "validate": "src.submission", "train": "src.train",
-           "checkpoints": "src.checkpoints", "predict": "src.predict", "ensemble": "src.ensemble"}
+MODULES = {"config": "src.config", "folds": "src.folds", "data": "src.data", "validate": "src.submission",
+           "train": "src.train", "checkpoints": "src.checkpoints", "predict": "src.predict", "ensemble": "src.ensemble"}
 
 
 @cli
@@ -36,9 +38,16 @@ def _pipeline(argv: list[str] | None) -> None:
 
     p = ArgParser(prog=f"python -m src {argv[0]}")
     p.add_argument("--config", default=None, help="YAML config (default: the TF-IDF baseline's defaults)")
+    if argv[0] == "finalize":
+        p.add_argument("--exp", default=None, help="a run's name: its own saved config instead of --config")
+    p.add_argument("--folds", default=None, help="folds to run, e.g. 0,3 or 0-4 (sets folds.run; default: all)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.data_dir=/kaggle/input/x")
-    a = p.parse_args(argv[1:])
-    cfg = load_config(a.config, a.overrides)
+    a = p.parse_intermixed_args(argv[1:])
+    if getattr(a, "exp", None) and a.config:
+        p.error("give --config or --exp, not both")
+    cfg = load_run_config(a.exp, a.overrides) if getattr(a, "exp", None) else load_config(a.config, a.overrides)
+    if a.folds is not None:
+        cfg.folds.run = parse_folds(a.folds, cfg.folds.n_folds)
     (pipeline.run if argv[0] == "run" else pipeline.finalize)(cfg)
 
 

@@ -43,6 +43,7 @@ HEADER = """\
 # The metric values are the checkpoint's metrics.json, for reference.
 """
 RESUME = "resume.pt"
+CHECKPOINT_DTYPES = ("float32", "float16", "bfloat16")  # train.checkpoint_dtype
 RESUME_KEYS = ("optimizer", "scheduler", "rng", "position")
 NEEDED = ("val_loss", "f1_tuned")  # what every rule and listing reads
 _noted: set[str] = set()
@@ -190,18 +191,24 @@ def _io_error(e: Exception) -> bool:
 
 
 def save_checkpoint(fold_dir: Path, step: int, model, tokenizer, record: dict, probs: np.ndarray,
-                    resume_state: dict | None) -> Path:
+                    resume_state: dict | None, weights_dtype: str | None = None) -> Path:
     """Write step<N>/ through a temp folder renamed into place, then drop older checkpoints' resume state. A failed
-    write (disk full, read-only folder) removes the temp folder and is a UserError naming the checkpoint."""
+    write (disk full, read-only folder) removes the temp folder and is a UserError naming the checkpoint.
+    `weights_dtype` (float16/bfloat16, full fine-tunes): floating-point weights saved in that dtype."""
     import torch
     from transformers.utils import logging as hf_logging
 
     final, tmp = fold_dir / f"step{step}", fold_dir / f".tmp-step{step}"
+    half = getattr(torch, weights_dtype) if weights_dtype and weights_dtype != "float32" else None
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         hf_logging.disable_progress_bar()
         try:
-            model.save_pretrained(tmp)
+            if half is None:
+                model.save_pretrained(tmp)
+            else:
+                model.save_pretrained(tmp, state_dict={n: w.detach().to(half) if w.is_floating_point() else w
+                                                       for n, w in model.state_dict().items()})
             tokenizer.save_pretrained(tmp)
         finally:
             hf_logging.enable_progress_bar()
@@ -222,6 +229,52 @@ def save_checkpoint(fold_dir: Path, step: int, model, tokenizer, record: dict, p
         if d != final:
             (d / RESUME).unlink(missing_ok=True)
     return final
+
+
+def footprint(model, cfg: Config) -> tuple[int, int]:
+    """(bytes of one checkpoint's weight files, bytes of one resume state) for `model` under cfg's settings."""
+    from src.models.transformer import is_peft
+
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    half = cfg.train.checkpoint_dtype != "float32"
+    if is_peft(model):  # adapter + head, float32
+        weights = 4 * trainable
+    else:
+        weights = sum(w.numel() * (min(2, w.element_size()) if half and w.is_floating_point() else w.element_size())
+                      for w in model.state_dict().values())
+    resume = 0
+    if cfg.train.resume_state:
+        resume = 8 * trainable + (4 * trainable if cfg.train.ema > 0 else 0)  # AdamW moments, raw weights under EMA
+        if half and not is_peft(model):
+            resume += sum(4 * w.numel() for w in model.state_dict().values())  # the exact weights to resume from
+    return weights, resume
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.0f} MB"
+
+
+def check_disk(fold_dir: Path, cfg: Config, weights: int, resume: int, kept: int, folds_left: int) -> None:
+    """Refuse to start when the run's checkpoints (`folds_left` folds x `kept` checkpoints of `weights` bytes, plus
+    one more checkpoint and its resume state while a fold trains) would not fit the free space of `fold_dir`'s
+    disk; a note when they would take most of it."""
+    need = folds_left * kept * weights + weights + resume
+    where = next((p for p in [fold_dir, *fold_dir.parents] if p.exists()), Path("."))
+    free = shutil.disk_usage(where).free
+    if need <= 0.8 * free:
+        return
+    t = cfg.train
+    shrink = [f"train.keep_top_k=1 (now {t.keep_top_k or 'all'})" if t.keep_top_k != 1 else "",
+              "train.checkpoint_dtype=float16 (full fine-tunes: half the weight files)"
+              if t.checkpoint_dtype == "float32" else "",
+              "train.resume_state=false (no optimizer state; a killed fold restarts)" if resume else ""]
+    what = (f"{folds_left} folds x {kept} kept x {_gb(weights)} of weights, plus {_gb(weights + resume)} for the "
+            f"checkpoint being written and its resume state")
+    tips = "; ".join(x for x in shrink if x) + "; or point output.checkpoints_dir at a larger disk"
+    if need > free:
+        raise UserError(f"this run's checkpoints need about {_gb(need)} ({what}), but {where} has {_gb(free)} free: "
+                        f"{tips}")
+    print(f"note: this run's checkpoints need about {_gb(need)} ({what}) of the {_gb(free)} free on {where}: {tips}")
 
 
 def _key(metric: str, value: float) -> float:
@@ -283,6 +336,22 @@ def list_checkpoints(rd: RunDir, fold: int) -> pd.DataFrame:
                      "has_probs": (d / "valid_probs.npy").is_file(), "dir": d})
     frame = pd.DataFrame(rows, columns=[*COLUMNS, "per_label_f1", "per_label_f1_at_0.5", "has_probs", "dir"])
     return frame.sort_values("step", ignore_index=True)
+
+
+def evaluations(rd: RunDir, fold: int) -> pd.DataFrame:
+    """Every evaluation of a fold (COLUMNS), kept or not, from its history.jsonl (the last record of each step;
+    unreadable lines skipped)."""
+    path, found = rd.fold(fold) / "history.jsonl", {}
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines() if path.is_file() else []
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(r, dict) and r.get("event") == "eval" and isinstance(r.get("step"), int):
+            found[r["step"]] = r
+    return pd.DataFrame([{"step": s, **{c: _number(r.get(c)) for c in COLUMNS[1:]}} for s, r in sorted(found.items())],
+                        columns=COLUMNS)
 
 
 def _number(value) -> float:
@@ -445,15 +514,20 @@ def show(rd: RunDir, cfg: Config, per_label: bool = False) -> dict[int, pd.DataF
         raise UserError(f"no checkpoints under {rd.root} (expected fold<k>/step<N>/metrics.json)")
     tables, chosen = {}, {}
     for k in folds:
-        t = list_checkpoints(rd, k)
-        tables[k] = t
+        kept = list_checkpoints(rd, k)
         if k in saved:
             chosen[k], how = saved[k]["step"], saved[k]["rule"]
         else:
-            chosen[k], how = pick(t, cfg.select.rule, cfg.select.tolerance), f"{cfg.select.rule}, not saved yet"
-        view = t[COLUMNS].copy()
+            chosen[k], how = pick(kept, cfg.select.rule, cfg.select.tolerance), f"{cfg.select.rule}, not saved yet"
+        gone = evaluations(rd, k)
+        gone = gone[~gone["step"].isin(kept["step"])].assign(has_probs=False)  # pruned by keep_top_k
+        t = pd.concat([kept.assign(kept="yes"), gone.assign(kept="no")] if len(gone) else [kept.assign(kept="yes")],
+                      ignore_index=True).sort_values("step", ignore_index=True)
+        tables[k] = t
+        view = t[[*COLUMNS, "kept"]].copy()
         if per_label:
-            view = view.join(pd.DataFrame(t["per_label_f1"].tolist()).add_prefix("f1:"))
+            view = view.join(pd.DataFrame([x if isinstance(x, dict) else {} for x in t["per_label_f1"]])
+                             .add_prefix("f1:"))
         view.insert(0, "sel", np.where(t["step"] == chosen[k], "*", ""))
         state = "done" if fold_done(rd, k) else "not finished"
         print(f"\nfold {k} ({state}; selected step {chosen[k]}: {how})")

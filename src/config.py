@@ -10,6 +10,7 @@ must be a plain name.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -20,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from src.errors import UserError
+from src.errors import ArgParser, UserError, cli
 
 
 @dataclass
@@ -113,6 +114,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp16 | no
     eval_every: int = 0  # steps between evaluations; 0 = once per epoch only
     keep_top_k: int = 0  # checkpoints kept per fold; 0 = all
+    checkpoint_dtype: str = "float32"  # float16 | bfloat16: full/last_n weight files in half the disk (LoRA: float32)
     keep_metric: str = "f1_tuned"  # metric for keep_top_k (higher is better; val_loss: lower)
     group_by_length: bool = True
     ema: float = 0.0  # >0: evaluate and save a moving average of the weights with this decay (e.g. 0.999)
@@ -297,7 +299,10 @@ def _build(cls: type, values: dict, prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise UserError(f"unknown config key '{prefix}{unknown[0]}' (valid: {', '.join(sorted(names))})")
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        raise UserError(f"unknown config key '{prefix}{unknown[0]}'"
+                        + (f"; did you mean '{prefix}{close[0]}'?" if close else "")
+                        + f" (valid here: {', '.join(sorted(names))}; every key: python -m src config --keys)")
     obj = cls()
     for k, v in values.items():
         current = getattr(obj, k)
@@ -317,7 +322,9 @@ def _key_type(key: str) -> Any:
             return Any
         hints = typing.get_type_hints(tp) if dataclasses.is_dataclass(tp) else {}
         if part not in hints:
-            valid = f" (valid: {', '.join(sorted(hints))})" if hints else ""
+            close = difflib.get_close_matches(part, hints, n=1)
+            valid = (f"; did you mean '{key.rsplit(part, 1)[0]}{close[0]}'?" if close else "") + \
+                (f" (valid here: {', '.join(sorted(hints))}; every key: python -m src config --keys)" if hints else "")
             raise UserError(f"unknown config key '{key}'{valid}")
         tp = hints[part]
     return tp
@@ -495,6 +502,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return check(cfg)
 
 
+def load_run_config(exp: str, overrides: list[str] | None = None) -> Config:
+    """A run's own settings: checkpoints/<exp>/config.yaml (the folder from an `output.checkpoints_dir=` override,
+    else the default), then `overrides` (e.g. data.data_dir on another machine), checked."""
+    overrides = list(overrides or [])
+    where = load_config(None, [o for o in overrides if o.startswith("output.checkpoints_dir=")] + [f"exp={exp}"])
+    path = Path(where.output.checkpoints_dir) / exp / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{path.absolute()} does not exist: is '{exp}' a run here? (set output.checkpoints_dir= to "
+                        "the folder that holds its checkpoints)")
+    return load_config(path, [*overrides, f"exp={exp}"])
+
+
 def load_saved_sections(path: str | Path, sections: list[str], overrides: list[str] | None = None) -> Config:
     """Defaults with `sections` taken from a run's saved config.yaml, then overrides, checked (exp only if set).
 
@@ -518,3 +537,52 @@ def to_dict(cfg: Config) -> dict:
 
 def dump_config(cfg: Config) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def keys(cls: type = None, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted key, type, default) of every config field, sections expanded."""
+    cls = cls or Config
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = getattr(cls(), f.name)
+        if dataclasses.is_dataclass(default):
+            out += keys(type(default), f"{prefix}{f.name}.")
+        else:
+            out.append((prefix + f.name, getattr(hints[f.name], "__name__", str(hints[f.name])), default))
+    return out
+
+
+def _flow(value: Any) -> str:
+    """A value as one line of YAML."""
+    return yaml.safe_dump(value, default_flow_style=True, width=10**9).removesuffix("\n...\n").strip()
+
+
+@cli
+def main(argv: list[str] | None = None) -> None:
+    """python -m src config [--config X] [key=value ...] [--get KEY | --keys]: the resolved config, one value, or
+    every key with its type and default."""
+    p = ArgParser(prog="python -m src config", description="Print the resolved config (YAML), one value, or every "
+                                                           "valid key.")
+    p.add_argument("--config", default=None, help="YAML config (default: the TF-IDF baseline's defaults)")
+    p.add_argument("--get", metavar="KEY", help="print only this key's value (e.g. exp, data.data_dir)")
+    p.add_argument("--keys", action="store_true", help="list every key with its type and default")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    a = p.parse_intermixed_args(argv)
+    if a.keys:
+        for key, tp, default in keys():
+            print(f"{key:34} {tp:12} {_flow(default)}")
+        return
+    cfg = load_config(a.config, a.overrides)
+    if a.get:
+        _key_type(a.get)
+        value = cfg
+        for part in a.get.split("."):
+            value = value[part] if isinstance(value, dict) else getattr(value, part)
+        print(value if isinstance(value, str) else _flow(value))
+        return
+    print(dump_config(cfg), end="")
+
+
+if __name__ == "__main__":
+    main()

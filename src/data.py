@@ -10,6 +10,8 @@ Converters turn the original SemEval-2018 E-c and GoEmotions files into such a f
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,11 @@ from src.errors import ArgParser, UserError, cli
 from src.fileio import check_header, csv_rows, read_csv, read_header, read_text, write_csv
 
 FILES = ("train.csv", "test.csv", "sample_submission.csv")
+
+
+def digest(values) -> str:
+    """A short digest of a list of values (ids, texts, label rows), as JSON: no text can fake a separator."""
+    return hashlib.sha1(json.dumps(values, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 @dataclass
@@ -81,22 +88,30 @@ DATA_PLACES = ("data", "data/*", "/kaggle/input/*", "/kaggle/input/*/*", "/kaggl
 
 
 def find_data_dir(given: str | Path = "", places: tuple[str, ...] = DATA_PLACES) -> Path:
-    """The competition folder: `given` if set (checked), else the first folder in `places` (glob patterns)
-    holding train.csv, test.csv and sample_submission.csv."""
+    """The competition folder: `given` if set (checked), else the one folder among `places` (glob patterns) holding
+    train.csv, test.csv and sample_submission.csv; none, or several (e.g. data/semeval and data/goemotions made by
+    the converters), is an error asking for DATA_DIR."""
     import glob
 
     if str(given):
         if not all((Path(given) / f).is_file() for f in FILES):
             raise UserError(missing_data_message(Path(given)))
         return Path(given)
+    found: dict[Path, str] = {}  # resolved folder -> the path as found (a folder matched by two patterns counts once)
     for pattern in places:
         for d in sorted(glob.glob(pattern)):
             if all((Path(d) / f).is_file() for f in FILES):
-                print(f"data folder: {d}")
-                return Path(d)
-    raise UserError(f"no competition folder (train.csv, test.csv, sample_submission.csv) in {', '.join(places)}: "
-                    "attach the competition data (Kaggle: Add Input; Colab: copy it to Drive or data/) or set "
-                    "DATA_DIR (notebooks) or data.data_dir=...")
+                found.setdefault(Path(d).resolve(), d)
+    if len(found) > 1:
+        raise UserError(f"{len(found)} competition folders found: {', '.join(found.values())}; set DATA_DIR "
+                        "(notebooks) or data.data_dir=... to the one to use")
+    if not found:
+        raise UserError(f"no competition folder (train.csv, test.csv, sample_submission.csv) in {', '.join(places)}: "
+                        "attach the competition data (Kaggle: Add Input; Colab: copy it to Drive or data/) or set "
+                        "DATA_DIR (notebooks) or data.data_dir=...")
+    (d,) = found.values()
+    print(f"data folder: {d}")
+    return Path(d)
 
 
 # columns the kit adds to its own files (oof.csv, test.csv: id, fold, then one column per label) or uses internally;
@@ -301,13 +316,17 @@ def load_competition(cfg: DataConfig) -> Competition:
     )
 
 
-def _write_folder(out: Path, train: pd.DataFrame, test: pd.DataFrame, id_col: str, labels: list[str]) -> None:
+def _write_folder(out: Path, train: pd.DataFrame, test: pd.DataFrame, id_col: str, labels: list[str],
+                  parts: dict[str, int]) -> None:
+    """The competition folder; `parts`: rows of each original split that went into train.csv."""
     sample = pd.DataFrame({id_col: test[id_col]})
     for lab in labels:
         sample[lab] = 0
     for name, df in zip(FILES, (train, test, sample)):
         write_csv(out / name, df)
-    print(f"wrote {out}/: train {len(train)} rows, test {len(test)} rows, {len(labels)} labels")
+    print(f"wrote {out}/: train.csv {len(train)} rows (= {' + '.join(f'{n} {s}' for s, n in parts.items())}: the "
+          f"dev split is training data here, every model is scored out-of-fold), test.csv {len(test)} rows, "
+          f"{len(labels)} labels")
 
 
 def _read_tsv(path: Path, **kwargs) -> pd.DataFrame:
@@ -326,7 +345,7 @@ def convert_semeval(src: str | Path, out: str | Path) -> None:
         if not {"ID", "Tweet"} <= set(df.columns):
             raise UserError(f"{src}: the {name} files lack the ID and Tweet columns of SemEval-2018 E-c")
     labels = [c for c in train.columns if c not in ("ID", "Tweet")]
-    _write_folder(out, train, test[["ID", "Tweet"]], "ID", labels)
+    _write_folder(out, train, test[["ID", "Tweet"]], "ID", labels, {s: len(x) for s, x in zip(("train", "dev"), parts)})
 
 
 def convert_goemotions(src: str | Path, out: str | Path) -> None:
@@ -337,7 +356,8 @@ def convert_goemotions(src: str | Path, out: str | Path) -> None:
         raise UserError(f"missing file: {emo}")
     labels = emo.read_text(encoding="utf-8").split()
     names = ["text", "label_ids", "id"]
-    train = pd.concat([_read_tsv(src / f"{s}.tsv", header=None, names=names) for s in ("train", "dev")])
+    parts = {s: _read_tsv(src / f"{s}.tsv", header=None, names=names) for s in ("train", "dev")}
+    train = pd.concat(parts.values())
     test = _read_tsv(src / "test_texts.tsv", header=None, names=["text", "id"])
     Y = np.zeros((len(train), len(labels)), dtype=np.int64)
     for i, ids in enumerate(train["label_ids"]):
@@ -347,7 +367,7 @@ def convert_goemotions(src: str | Path, out: str | Path) -> None:
                                 "(GoEmotions lines are text<TAB>label ids<TAB>comment id)")
             Y[i, int(j)] = 1
     frame = pd.concat([train[["id", "text"]].reset_index(drop=True), pd.DataFrame(Y, columns=labels)], axis=1)
-    _write_folder(out, frame, test[["id", "text"]], "id", labels)
+    _write_folder(out, frame, test[["id", "text"]], "id", labels, {s: len(x) for s, x in parts.items()})
 
 
 @cli

@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from src import metrics, report, thresholds
 from src.config import ThresholdConfig, dump_config, load_config, load_saved_sections
@@ -36,8 +35,9 @@ from src.data import Competition, load_competition
 from src.errors import ArgParser, UserError, cli
 from src.fileio import write_json, write_text
 from src.folds import ensure_folds, fold_path
+from src.progress import tqdm
 from src.rundir import RunDir, read_probs, write_probs
-from src.runguard import prepare_outputs, run_lock
+from src.runguard import check_run_data, prepare_outputs, run_lock
 
 METHODS = ("prob", "rank")
 STEPS = (0.2, 0.1, 0.05, 0.02, 0.01)
@@ -56,8 +56,6 @@ def load_member(name: str, checkpoints_dir: str, comp: Competition, folds: pd.Da
     if not rd.config.is_file():
         raise UserError(f"{rd.root} has no config.yaml: is '{name}' a finished run?")
     member_file = fold_path(load_saved_sections(rd.config, ["data", "folds"])).name
-    if member_file != fold_file:
-        raise UserError(f"member '{name}' was built on fold file {member_file}, the blend uses {fold_file}")
     oof = read_probs(rd.oof, comp.labels)
     ids = oof["id"]
     if ids.duplicated().any() or set(ids) != set(comp.train_ids):
@@ -67,7 +65,12 @@ def load_member(name: str, checkpoints_dir: str, comp: Competition, folds: pd.Da
         raise UserError(f"{rd.oof} has no fold column: cannot check it was built on the blend's folds")
     oof = oof.set_index("id").loc[comp.train_ids]
     if not (oof["fold"].to_numpy() == folds["fold"].to_numpy()).all():
-        raise UserError(f"member '{name}' was built on other folds: its oof.csv fold column differs from {fold_file}")
+        made = f" (it was made with {member_file})" if member_file != fold_file else ""
+        raise UserError(f"member '{name}' was built on other folds: its oof.csv fold column differs from the blend's "
+                        f"{fold_file}{made}; blend runs made on one fold file")
+    if member_file != fold_file:  # the same split under another name (the same data in another folder)
+        print(f"note: member '{name}' names its fold file {member_file}, the blend {fold_file}; their folds are the "
+              "same, so it is blended")
     test = read_probs(rd.test, comp.labels)
     if test["id"].duplicated().any() or set(test["id"]) != set(comp.test_ids):
         raise UserError(f"{rd.test} does not hold exactly test.csv's ids")
@@ -171,6 +174,7 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
     cfg = load_saved_sections(first, ["data", "folds", "thresholds"], [*(overrides or []), f"exp={out}"])
     comp = load_competition(cfg.data)
     folds, fold_file = ensure_folds(cfg, comp, verbose=False)
+    check_run_data(cfg, comp, RunDir.of(cfg))
     members = [load_member(n, cfg.output.checkpoints_dir, comp, folds, fold_file.name) for n in names]
     Y, fold, tc = comp.Y, folds["fold"].to_numpy(), cfg.thresholds
     X, X_test = transform(members, method)
@@ -188,13 +192,18 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
         info["nested_macro_f1"] = round(nb, 6)
         for n, v in zip(names, nm):
             info["members"][n]["nested_macro_f1"] = round(v, 6)
+        top = max(names, key=lambda n: info["members"][n]["nested_macro_f1"])
+        if nb < info["members"][top]["nested_macro_f1"]:
+            info["warning"] = (f"the blend's nested estimate {nb:.4f} is below its member '{top}''s "
+                               f"{info['members'][top]['nested_macro_f1']:.4f}: its weights fit noise in the OOF rows; "
+                               f"submit '{top}' alone, try --equal weights, or leave the weak members out")
 
     cfg.model_type = "ensemble"
     cfg.extra = {"ensemble": {"members": list(names), "method": method, "equal": equal,
                               "weights": {n: float(wi) for n, wi in zip(names, w)}, "trials": trials, "seed": seed}}
     rd = RunDir.of(cfg)
     with run_lock(rd):
-        prepare_outputs(rd, cfg)
+        prepare_outputs(rd, cfg, comp)
         write_text(rd.config, dump_config(cfg))
         write_probs(rd.oof, comp.train_ids, np.tensordot(w, X, axes=1), comp.labels, fold)
         write_probs(rd.test, comp.test_ids, np.tensordot(w, X_test, axes=1), comp.labels)
@@ -217,6 +226,8 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
     if with_nested:
         print("  OOF: weights and thresholds fitted on all OOF rows (optimistic); nested: fitted on the other "
               "folds for each fold's rows")
+        if info.get("warning"):
+            print(f"WARNING: {info['warning']}")
     return result
 
 

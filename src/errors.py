@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 
@@ -20,6 +21,9 @@ def cli(main: Callable[[list[str] | None], object]) -> Callable[[list[str] | Non
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             raise SystemExit(2) from None
+        except BrokenPipeError:  # `... | head`: the reader is gone, nothing more to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(0) from None
         except PermissionError as e:  # a file or folder the checks could not even look at
             print(f"error: permission denied: {e.filename or e}: fix its permissions, or point the setting "
                   "elsewhere", file=sys.stderr)

@@ -8,6 +8,7 @@ after checking that it covers exactly this dataset's ids; it is never overwritte
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,27 @@ def fold_label_counts(folds: pd.DataFrame, comp: Competition) -> pd.DataFrame:
     counts.index.name = "fold"
     counts.loc["spread"] = counts.max() - counts.min()
     return counts
+
+
+def parse_folds(text: str, n_folds: int | None = None) -> list[int]:
+    """`--folds 0,3` or `0-4,7` as a list of folds, taken literally: no empty item, each a plain number or range
+    (in 0..n_folds-1 when given), none twice; a selection naming no fold is an error."""
+    items = [x.strip() for x in text.split(",")]
+    if not all(re.fullmatch(r"[0-9]+(-[0-9]+)?", x) for x in items):
+        raise UserError(f"--folds must be comma-separated fold numbers or ranges like 0,3 or 0-4, got {text!r}")
+    folds = []
+    for x in items:
+        lo, _, hi = x.partition("-")
+        if hi and int(hi) < int(lo):
+            raise UserError(f"--folds range {x!r} runs backwards: write {hi}-{lo}")
+        folds += range(int(lo), int(hi or lo) + 1)
+    twice = sorted({k for k in folds if folds.count(k) > 1})
+    if twice:
+        raise UserError(f"--folds names fold {twice[0]} twice: {text!r}")
+    bad = [k for k in folds if n_folds is not None and k >= n_folds]
+    if bad:
+        raise UserError(f"--folds {text!r} names fold {bad[0]}, outside 0..{n_folds - 1} (folds.n_folds={n_folds})")
+    return folds
 
 
 def folds_for_run(cfg: Config) -> list[int]:

@@ -10,16 +10,17 @@ import time
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from src import metrics, report, submission, thresholds
-from src.config import Config, dump_config
+from src.config import Config, dump_config, to_dict
 from src.data import Competition, load_competition
 from src.errors import UserError
-from src.fileio import write_csv, write_json, write_text
+from src.fileio import read_text, write_csv, write_json, write_text
 from src.folds import ensure_folds
 from src.models import family
 from src.rundir import RunDir, partial_reason, read_probs
-from src.runguard import prepare_outputs, run_lock
+from src.runguard import check_run_data, prepare_outputs, run_lock
 
 
 def check_config(cfg: Config) -> None:
@@ -34,7 +35,9 @@ def check_config(cfg: Config) -> None:
 
 
 def preflight(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir) -> None:
-    """The model family's own checks of settings and reusable state (`preflight` in its module), before any write."""
+    """The run folder is this data's (`check_run_data`), then the model family's own checks of settings and reusable
+    state (`preflight` in its module), before any write."""
+    check_run_data(cfg, comp, rd)
     check = getattr(family(cfg.model_type), "preflight", None)
     if check is not None:
         check(cfg, comp, folds, rd)
@@ -52,7 +55,7 @@ def run(cfg: Config) -> dict:
     rd = RunDir.of(cfg)
     preflight(cfg, comp, folds, rd)
     with run_lock(rd):
-        prepare_outputs(rd, cfg)
+        prepare_outputs(rd, cfg, comp)
         write_text(rd.config, dump_config(cfg))
         print(f"[{cfg.exp}] {cfg.model_type} on {comp.name}: {len(comp.train)} train / {len(comp.test)} test rows, "
               f"{len(comp.labels)} labels, folds {fold_file}"
@@ -115,8 +118,23 @@ def finalize(cfg: Config, comp: Competition | None = None, folds: pd.DataFrame |
     if folds is None:
         folds, _ = ensure_folds(cfg, comp, verbose=False)
     rd = RunDir.of(cfg)
+    check_run_data(cfg, comp, rd)
     with run_lock(rd):
-        return _finalize(cfg, comp, folds, rd, wall_s)
+        result = _finalize(cfg, comp, folds, rd, wall_s)
+        record_thresholds(rd, cfg)
+        return result
+
+
+def record_thresholds(rd: RunDir, cfg: Config) -> None:
+    """Keep config.yaml true to the outputs: a finalize with other threshold settings rewrites that section."""
+    if not rd.config.is_file():
+        return
+    saved = yaml.safe_load(read_text(rd.config)) or {}
+    now = to_dict(cfg)["thresholds"]
+    if isinstance(saved, dict) and saved.get("thresholds") != now:
+        saved["thresholds"] = now
+        write_text(rd.config, yaml.safe_dump(saved, sort_keys=False))
+        print(f"[{cfg.exp}] {rd.config}: thresholds section updated to this finalize's settings")
 
 
 def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, wall_s: float | None) -> dict:

@@ -24,16 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from src import checkpoints
-from src.config import Config, dump_config, load_config
+from src.config import Config, dump_config, load_config, load_run_config
 from src.data import Competition, load_competition
 from src.errors import ArgParser, UserError, cli
 from src.fileio import atomic_path, write_json, write_text
 from src.folds import ensure_folds, folds_for_run
+from src.progress import tqdm
 from src.rundir import RunDir, check_probs, write_fold_outputs
-from src.runguard import prepare_outputs, run_lock
+from src.runguard import check_run_data, prepare_outputs, run_lock
 
 # (cfg, step_dir, labels, texts) -> probabilities [len(texts), len(labels)]
 Predictor = Callable[[Config, Path, list[str], list[str]], np.ndarray]
@@ -152,6 +152,23 @@ def predict(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir,
     return steps
 
 
+def check_trained_settings(cfg: Config, rd: RunDir, sections=("model", "lora")) -> None:
+    """Predict only with the settings the run was trained with (its config.yaml): a config that differs in `sections`
+    (a forgotten max_length override, another model) is a UserError naming each key."""
+    from src.config import load_saved_sections, to_dict
+    from src.train import changes
+
+    if not rd.root.joinpath("config.yaml").is_file():
+        return
+    saved = to_dict(load_saved_sections(rd.root / "config.yaml", list(sections)))
+    now = to_dict(cfg)
+    differ, _ = changes({s: saved[s] for s in sections}, {s: now[s] for s in sections})
+    if differ:
+        raise UserError(f"{rd.root} was trained with other settings than this config's ({', '.join(differ)}): "
+                        f"predict with the run's own settings (python -m src predict --exp {rd.root.name}), or fix "
+                        "the overrides")
+
+
 def preflight(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, predict_only: bool = False) -> None:
     """Checks before any work. The family run (`run`: train -> select -> predict): `src.train.preflight` (settings,
     every run fold's done.json / resume state against its fingerprint) and a readable selection.yaml whose manual
@@ -163,10 +180,12 @@ def preflight(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, p
     run_folds = folds_for_run(cfg)
     if predict_only:
         train.check_train_config(cfg)
+        check_run_data(cfg, comp, rd)
         not_done = [k for k in run_folds if not checkpoints.fold_done(rd, k)]
         if not_done:
             raise UserError(f"folds {not_done} of {rd.root} have not finished training (no done.json); train them "
                             f"(python -m src.train --config ...) or set folds.run to the finished folds")
+        check_trained_settings(cfg, rd)
         for k in run_folds:
             train.check_fold(cfg, comp, folds, rd, k)
     else:
@@ -199,11 +218,14 @@ def main(argv: list[str] | None = None) -> dict:
     from src.pipeline import finalize
 
     p = ArgParser(prog="python -m src.predict", description="Predict from selected checkpoints.")
-    p.add_argument("--config", required=True)
-    p.add_argument("overrides", nargs="*", help="key=value config overrides")
-    a = p.parse_args(argv)
+    p.add_argument("--config", default=None, help="the config the run was trained with (or --exp)")
+    p.add_argument("--exp", default=None, help="a run's name: predict with its own saved config (no --config)")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides (e.g. data.data_dir on another machine)")
+    a = p.parse_intermixed_args(argv)
+    if bool(a.config) == bool(a.exp):
+        p.error("give --config (the one the run was trained with) or --exp (the run's saved config)")
     t0 = time.time()
-    cfg = load_config(a.config, a.overrides)
+    cfg = load_run_config(a.exp, a.overrides) if a.exp else load_config(a.config, a.overrides)
     if cfg.model_type != "transformer":
         raise UserError(f"src.predict predicts from transformer checkpoints; this config's model_type is "
                         f"{cfg.model_type!r} (run it with python -m src run --config {a.config})")
@@ -212,7 +234,7 @@ def main(argv: list[str] | None = None) -> dict:
     rd = RunDir.of(cfg)
     preflight(cfg, comp, folds, rd, predict_only=True)
     with run_lock(rd):
-        prepare_outputs(rd, cfg)
+        prepare_outputs(rd, cfg, comp)
         if not rd.config.is_file():
             write_text(rd.config, dump_config(cfg))
         predict(cfg, comp, folds, rd)

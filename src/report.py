@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -17,9 +18,14 @@ from src.fileio import atomic_path  # noqa: E402
 
 
 def save_png(fig, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    """Save `fig` (constrained layout: titles never overlap) and close it; an unchanged picture is not rewritten."""
+    fig.set_layout_engine("constrained")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)
+    if not (Path(path).is_file() and Path(path).read_bytes() == buf.getvalue()):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buf.getvalue())
     return path
 
 

@@ -1,6 +1,7 @@
 """Where a run's files live (`checkpoints/<exp>/...`, `submissions/<exp>.csv`) and the probability-file format.
 
     checkpoints/<exp>/config.yaml         resolved config
+                      run.json             the data (name, folder, train ids, labels) and fold file it is made from
                       fold<k>/step<N>/     a checkpoint per evaluation (weights or adapter + head, metrics.json)
                       selection.yaml       fold -> step (rule or manual pick)
                       oof.csv              id, fold, one probability per label; every train id once
@@ -57,6 +58,7 @@ class RunDir:
     per_label = property(lambda self: self.out / "per_label.csv")
     report = property(lambda self: self.out / "report")
     selection = property(lambda self: self.root / "selection.yaml")
+    data_record = property(lambda self: self.root / "run.json")  # the data and fold file the run is made from
     submission = property(lambda self: self.submissions_dir / f"{self.root.name}.csv")  # complete runs only
 
     def fold(self, k: int) -> Path:

@@ -1,7 +1,7 @@
 """Guards around a run's folders: one run per exp at a time, writable outputs, no leftovers of killed writes.
 
     with run_lock(rd):                  # checkpoints/<exp>/.lock holds the pid, host and command of the holder
-        prepare_outputs(rd, cfg)        # every output folder writable (checked before training), temp files cleaned
+        prepare_outputs(rd, cfg, comp)  # not another dataset's folder, every output folder writable, temp files cleaned
 
 The lock is taken over when its holder is gone: a dead pid on this machine, or (another machine, e.g. a preempted
 Colab VM writing to Drive) a lock file not refreshed for `STALE_S` seconds; the holder refreshes it every minute.
@@ -104,6 +104,7 @@ def run_lock(rd: RunDir) -> Iterator[Path]:
         finally:
             _held[path] -= 1
         return
+    new = not rd.root.exists()
     make_dir(rd.root)
     path = (rd.root / LOCK).resolve()
     for _ in range(3):
@@ -134,6 +135,11 @@ def run_lock(rd: RunDir) -> Iterator[Path]:
         del _held[path]
         if (_holder(path) or {}).get("pid") == os.getpid():
             path.unlink(missing_ok=True)
+        if new:  # a run that failed before writing anything leaves no empty run folder behind
+            try:
+                rd.root.rmdir()
+            except OSError:
+                pass
 
 
 def check_writable(folder: Path) -> None:
@@ -182,8 +188,64 @@ def clean_leftovers(rd: RunDir, old_s: float = STALE_S) -> int:
     return n
 
 
-def prepare_outputs(rd: RunDir, cfg: Config, extra: tuple[Path, ...] = ()) -> None:
-    """Before any work: the run's output folders are writable, and leftovers of killed writes are gone."""
+def run_data(cfg: Config, comp) -> dict:
+    """What a run folder is made from: the dataset (name, folder, train ids, labels) and its fold file."""
+    from src.data import digest
+    from src.folds import fold_path
+
+    return {"dataset": comp.name, "data_dir": str(Path(cfg.data.data_dir).resolve()), "fold_file": fold_path(cfg).name,
+            "train_rows": len(comp.train), "labels": list(comp.labels), "train_ids": digest(comp.train_ids)}
+
+
+def _describe(d: dict) -> str:
+    rows = f"{d['train_rows']} train rows, {len(d['labels'])} labels, " if "train_rows" in d else ""
+    where = f", {d['data_dir']}" if "data_dir" in d else ""
+    return f"'{d.get('dataset', '?')}' ({rows}fold file {d['fold_file']}{where})"
+
+
+def saved_run_data(rd: RunDir) -> dict | None:
+    """The data a run folder was made from: its run.json, else (an older kit's run) the fold file its config.yaml
+    names; None for a new run folder."""
+    from src.config import load_saved_sections
+    from src.fileio import read_json
+    from src.folds import fold_path
+
+    if rd.data_record.is_file():
+        doc = read_json(rd.data_record)
+        if isinstance(doc, dict) and isinstance(doc.get("fold_file"), str):
+            return doc
+        raise UserError(f"{rd.data_record} is damaged (no fold_file): delete it, and the next run records it again")
+    if rd.root.joinpath("config.yaml").is_file():
+        saved = load_saved_sections(rd.root / "config.yaml", ["data", "folds"])
+        return {"fold_file": fold_path(saved).name, "dataset": Path(fold_path(saved).name).stem.rsplit("_k", 1)[0]}
+    return None
+
+
+def check_run_data(cfg: Config, comp, rd: RunDir) -> None:
+    """Refuse to reuse a run folder made from other data (other train ids or labels) or another fold file: runs of
+    two datasets under one exp name would overwrite each other's files. The same data edited in place (same ids and
+    labels) is the same run; its finished folds are checked against their fingerprints."""
+    saved, now = saved_run_data(rd), run_data(cfg, comp)
+    if saved is None:
+        return
+    differ = [k for k in ("fold_file", "labels", "train_ids") if k in saved and saved[k] != now[k]]
+    if differ:
+        raise UserError(f"{rd.root} holds a run made from {_describe(saved)}; this run uses {_describe(now)}: use "
+                        f"another exp name (e.g. exp={cfg.exp}-{comp.name}), or delete {rd.root}")
+
+
+def record_run_data(cfg: Config, comp, rd: RunDir) -> None:
+    """Write run.json (what the run folder is made from) once its checks have passed."""
+    from src.fileio import write_json
+
+    write_json(rd.data_record, run_data(cfg, comp))
+
+
+def prepare_outputs(rd: RunDir, cfg: Config, comp=None, extra: tuple[Path, ...] = ()) -> None:
+    """Before any work: the run folder is not another dataset's (`check_run_data`, with `comp`), the run's output
+    folders are writable, leftovers of killed writes are gone; then run.json records the run's data."""
+    if comp is not None:
+        check_run_data(cfg, comp, rd)
     folders = [rd.root, rd.out, *extra] + ([] if rd.partial else [rd.submissions_dir])
     for folder in dict.fromkeys(folders):
         check_writable(folder)
@@ -192,3 +254,5 @@ def prepare_outputs(rd: RunDir, cfg: Config, extra: tuple[Path, ...] = ()) -> No
         if f.is_dir():
             raise UserError(f"{f} is a folder, where the run writes a file: move or remove it")
     clean_leftovers(rd)
+    if comp is not None:
+        record_run_data(cfg, comp, rd)

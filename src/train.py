@@ -45,20 +45,31 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from src import metrics, precision, thresholds
-from src.checkpoints import RESUME, find_resume, makes_top_k, prune, read_metrics, repair_resume, save_checkpoint
+from src.checkpoints import (
+    CHECKPOINT_DTYPES,
+    RESUME,
+    check_disk,
+    find_resume,
+    footprint,
+    makes_top_k,
+    prune,
+    read_metrics,
+    repair_resume,
+    save_checkpoint,
+)
 from src.config import Config, ThresholdConfig, dump_config, load_config, to_dict
-from src.data import Competition, load_competition
+from src.data import Competition, digest, load_competition
 from src.ema import EMA
 from src.errors import ArgParser, UserError, cli
 from src.fileio import read_json, write_json, write_text
-from src.folds import ensure_folds, folds_for_run
+from src.folds import ensure_folds, folds_for_run, parse_folds
 from src.losses import make_loss
 from src.models import transformer as tm
+from src.progress import tqdm
 from src.rundir import RunDir, check_probs, checkpoint_dirs
-from src.runguard import prepare_outputs, run_lock
+from src.runguard import check_run_data, prepare_outputs, record_run_data, run_lock
 from src.weights import pos_weight
 
 KEEP_METRICS = ("f1_tuned", "f1_at_0.5", "val_loss")
@@ -225,12 +236,7 @@ def restore_rng(saved: list[dict] | dict, acc) -> None:
 
 
 NOT_IN_FINGERPRINT = ("report_to", "log_every", "keep_top_k", "keep_metric", "eval_batch_size", "compile",
-                      "pad_to_multiple", "resume_state")
-
-
-def digest(values) -> str:
-    """A short digest of a list of values (ids, texts, label rows), as JSON: no text can fake a separator."""
-    return hashlib.sha1(json.dumps(values, ensure_ascii=False).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+                      "pad_to_multiple", "resume_state", "checkpoint_dtype")
 
 
 def fingerprint_parts(cfg: Config, comp: Competition, held_out_ids, sections=("model", "lora", "train")) -> dict:
@@ -341,9 +347,11 @@ def check_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int) -> boo
 
 
 def preflight(cfg: Config, comp: Competition, folds, rd: RunDir) -> None:
-    """Everything checkable before training starts: the settings (`check_train_config`), and every run fold's
-    done.json or resume state against its fingerprint (a mismatch on fold 7 is found before fold 0 trains)."""
+    """Everything checkable before training starts: the settings (`check_train_config`), the run folder holding this
+    data's run (`check_run_data`), and every run fold's done.json or resume state against its fingerprint (a
+    mismatch on fold 7 is found before fold 0 trains)."""
     check_train_config(cfg)
+    check_run_data(cfg, comp, rd)
     for k in folds_for_run(cfg):
         check_fold(cfg, comp, folds, rd, k)
 
@@ -388,6 +396,8 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     set_seed(t.seed + k)
 
     model, tokenizer = tm.build_model(cfg, comp.labels, checkpoint=resume)
+    if state is not None and "weights" in state:  # half-precision weight files: the exact weights are in resume.pt
+        model.load_state_dict(state["weights"])
     in_valid = folds["fold"].to_numpy() == k
     train_rows, valid_rows = np.flatnonzero(~in_valid), np.flatnonzero(in_valid)
     Y = comp.Y.astype(np.float32)
@@ -400,6 +410,11 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     n_micro = len(epoch_batches(lengths, t.batch_size, world, 0, False, t.drop_last))
     steps_per_epoch = math.ceil(n_micro / t.grad_accum)
     total = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * steps_per_epoch)
+    if main:  # the run's checkpoints must fit the disk: found now, not hours in
+        evals = len({*range(t.eval_every, total + 1, t.eval_every or total + 1),
+                     *range(steps_per_epoch, total + 1, steps_per_epoch), total})
+        todo = [j for j in folds_for_run(cfg) if not (rd.fold(j) / "done.json").is_file()]
+        check_disk(fold_dir, cfg, *footprint(model, cfg), kept=t.keep_top_k or evals, folds_left=len(todo))
     if cfg.model.method != "qlora":  # a 4-bit model is placed on its GPU when loaded and cannot be moved
         model.to(acc.device)
     opt, sched = make_optimizer(model, cfg, total)
@@ -510,10 +525,19 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
                                      "position": {"step": step, **nxt, "elapsed_s": elapsed}}
                             if raw is not None:  # the checkpoint holds the averaged weights, resuming the raw ones
                                 state["raw_params"] = [w.cpu() for w in raw]
-                        if state is not None or makes_top_k(fold_dir, record, t.keep_top_k, t.keep_metric):
-                            saved = save_checkpoint(fold_dir, step, acc.unwrap_model(model, keep_torch_compile=False),
-                                                    tokenizer, record, probs, state)
+                        plain = acc.unwrap_model(model, keep_torch_compile=False)
+                        half = t.checkpoint_dtype != "float32" and not tm.is_peft(plain)
+                        if state is not None and half:  # the weight files are rounded: resume from exact ones
+                            state["weights"] = {n: w.detach().cpu() for n, w in plain.state_dict().items()}
+                        kept = state is not None or makes_top_k(fold_dir, record, t.keep_top_k, t.keep_metric)
+                        if kept:
+                            saved = save_checkpoint(fold_dir, step, plain, tokenizer, record, probs, state,
+                                                    t.checkpoint_dtype if half else None)
                             prune(fold_dir, t.keep_top_k, t.keep_metric, protect=saved if state else None)
+                        bar.write(f"[{cfg.exp}] fold {k} step {step}/{total} (epoch {record['epoch']:.2f}): "
+                                  f"train loss {train_loss:.4f}, val loss {record['val_loss']:.4f}, macro-F1 "
+                                  f"{record['f1_at_0.5']:.4f} at 0.5 / {record['f1_tuned']:.4f} tuned"
+                                  + ("" if kept else f" (not in the top {t.keep_top_k}: not saved)"))
                         _append(history, {"event": "eval", **{key: record[key] for key in (
                             "step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned", "elapsed_s")}})
                         last_f1 = record["f1_tuned"]
@@ -609,6 +633,9 @@ def check_train_config(cfg: Config) -> None:
         raise UserError(f"train.compile={t.compile} (CUDA graphs) with train.grad_accum={t.grad_accum} overwrites the "
                         "accumulated gradients (pytorch#169545): use train.compile=default or "
                         "max-autotune-no-cudagraphs, or train.grad_accum=1")
+    if t.checkpoint_dtype not in CHECKPOINT_DTYPES:
+        raise UserError(f"train.checkpoint_dtype must be one of {', '.join(CHECKPOINT_DTYPES)}, got "
+                        f"{t.checkpoint_dtype!r}")
     if t.pad_to_multiple < 0:
         raise UserError(f"train.pad_to_multiple must be >= 0 (0 = 8 on GPU, 1 on CPU), got {t.pad_to_multiple}")
     make_loss(t)  # checks train.loss and train.label_smoothing
@@ -621,6 +648,8 @@ def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
     `callbacks` get each checkpoint's metrics record (main process). Every fold is checked first (`preflight`)."""
     preflight(cfg, comp, folds, rd)
     acc = accelerator(cfg)
+    if acc.is_main_process:
+        record_run_data(cfg, comp, rd)
     for k in folds_for_run(cfg):
         if check_fold(cfg, comp, folds, rd, k):
             acc.print(f"[{cfg.exp}] fold {k}: already trained ({rd.fold(k) / 'done.json'}), skipped")
@@ -631,31 +660,15 @@ def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
             release_fold(acc, compiled=cfg.train.compile != "none")
 
 
-def parse_folds(text: str, n_folds: int | None = None) -> list[int]:
-    """`--folds 0,3` as [0, 3], taken literally: no empty item, each a plain number (in 0..n_folds-1 when given),
-    none twice; a selection naming no fold is an error."""
-    items = [x.strip() for x in text.split(",")]
-    if not all(re.fullmatch(r"[0-9]+", x) for x in items):
-        raise UserError(f"--folds must be comma-separated fold numbers like 0,3, got {text!r}")
-    folds = [int(x) for x in items]
-    twice = sorted({k for k in folds if folds.count(k) > 1})
-    if twice:
-        raise UserError(f"--folds names fold {twice[0]} twice: {text!r}")
-    bad = [k for k in folds if n_folds is not None and k >= n_folds]
-    if bad:
-        raise UserError(f"--folds {text!r} names fold {bad[0]}, outside 0..{n_folds - 1} (folds.n_folds={n_folds})")
-    return folds
-
-
 @cli
 def main(argv: list[str] | None = None) -> None:
     from accelerate import PartialState
 
     p = ArgParser(prog="python -m src.train", description="Fine-tune a transformer per fold.")
     p.add_argument("--config", required=True, help="YAML config with model_type: transformer")
-    p.add_argument("--folds", default=None, help="folds to train, e.g. 0,3 (sets folds.run; default: all)")
+    p.add_argument("--folds", default=None, help="folds to train, e.g. 0,3 or 0-4 (sets folds.run; default: all)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.max_steps=300")
-    a = p.parse_args(argv)
+    a = p.parse_intermixed_args(argv)
     cfg = load_config(a.config, a.overrides)
     if a.folds is not None:
         cfg.folds.run = parse_folds(a.folds, cfg.folds.n_folds)
@@ -669,7 +682,7 @@ def main(argv: list[str] | None = None) -> None:
     preflight(cfg, comp, folds, rd)  # every fold's reuse checked before any write
     with run_lock(rd) if state.is_main_process else contextlib.nullcontext():
         if state.is_main_process:
-            prepare_outputs(rd, cfg)
+            prepare_outputs(rd, cfg, comp)
             write_text(rd.config, dump_config(cfg))
         train_folds(cfg, comp, folds, rd)
 

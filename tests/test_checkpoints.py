@@ -144,3 +144,21 @@ def test_rule_passes_over_a_damaged_pick_for_the_next_intact_one(workdir, capsys
         (rd.step(0, step) / "valid_probs.npy").write_bytes(b"")
     with pytest.raises(UserError, match="fold 0 of .* has no intact checkpoint with valid_probs.npy: delete"):
         checkpoints.select(cfg, rule="best_f1")
+
+
+def test_the_table_shows_every_evaluation_kept_or_not_and_the_plot_is_rewritten_only_when_it_changes(workdir,
+                                                                                                      capsys):
+    cfg, rd = fake_run(n_folds=1)
+    evals = [{"event": "eval", "step": s, "train_loss": 0.5, "val_loss": loss, "f1_at_0.5": f1 - 0.02, "f1_tuned": f1}
+             for s, (loss, f1) in {**CURVE, 50: (0.6, 0.3), 600: (0.5, 0.4)}.items()]
+    (rd.fold(0) / "history.jsonl").write_text("\n".join(json.dumps(e) for e in evals) + "\n{broken\n")
+    tables = checkpoints.show(rd, cfg)
+    out = capsys.readouterr().out
+    t = tables[0]
+    assert list(t["step"]) == [50, 100, 200, 300, 400, 500, 600]
+    assert list(t["kept"]) == ["no", "yes", "yes", "yes", "yes", "yes", "no"] and not t["has_probs"].iloc[0]
+    assert "kept" in out.splitlines()[2] and " 600 " in out
+    plot = rd.report / "checkpoints.png"
+    before = plot.stat().st_mtime_ns
+    checkpoints.show(rd, cfg)
+    assert plot.stat().st_mtime_ns == before  # the same picture: not rewritten

@@ -90,7 +90,7 @@ def test_convert_semeval(tmp_path):
     assert comp.Y.tolist() == [[1, 0], [0, 1], [1, 1]] and comp.labels == ["anger", "joy"]
 
 
-def test_convert_goemotions(tmp_path):
+def test_convert_goemotions(tmp_path, capsys):
     src = tmp_path / "orig"
     src.mkdir()
     (src / "emotions.txt").write_text("admiration\namusement\nneutral")
@@ -101,6 +101,7 @@ def test_convert_goemotions(tmp_path):
     comp = load(tmp_path / "out")
     assert comp.train_texts[0] == 'Quoted, "inner" text'
     assert comp.Y.tolist() == [[1, 0, 1], [0, 1, 0], [0, 0, 1]] and comp.test_ids == ["id4"]
+    assert "train.csv 3 rows (= 2 train + 1 dev: the dev split is training data here" in capsys.readouterr().out
 
 
 def test_config_overrides_and_unknown_keys(tmp_path):

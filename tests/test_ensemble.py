@@ -13,9 +13,9 @@ from src.pipeline import run
 from src.rundir import RunDir, read_probs, write_probs
 
 
-def fake_member(comp_dir, name, seed, n_folds=5, drop_rows=0, shuffle_folds=False):
+def fake_member(comp_dir, name, seed, n_folds=5, drop_rows=0, shuffle_folds=False, *more):
     """A finished run whose probabilities are the truth plus the member's own noise."""
-    cfg = load_config(None, [f"data.data_dir={comp_dir}", f"exp={name}", f"folds.n_folds={n_folds}"])
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", f"exp={name}", f"folds.n_folds={n_folds}", *more])
     comp = load_competition(cfg.data)
     folds, _ = ensure_folds(cfg, comp, verbose=False)
     rng = np.random.default_rng(seed)
@@ -101,8 +101,10 @@ def test_rank_blend_on_real_tfidf_runs(workdir, comp_dir):
 
 
 @pytest.mark.parametrize("kind, message", [
-    ("other_k", "member 'bad' was built on fold file .*_k4_s42.csv, the blend uses .*_k5_s42.csv"),
-    ("shuffled", "member 'bad' was built on other folds: its oof.csv fold column differs"),
+    ("other_k", r"member 'bad' was built on other folds: its oof.csv fold column differs from the blend's "
+                r"data_k5_s42.csv \(it was made with data_k4_s42.csv\)"),
+    ("shuffled", r"member 'bad' was built on other folds: its oof.csv fold column differs from the blend's "
+                 r"data_k5_s42.csv; blend"),
     ("incomplete", "member 'bad' has incomplete OOF: 190 distinct of 200 train ids"),
 ])
 def test_refuses_mismatched_or_incomplete_members(workdir, comp_dir, capsys, kind, message):
@@ -149,3 +151,27 @@ def test_bad_tfidf_classifier_is_a_user_error(workdir, comp_dir):
 def test_negative_trials_are_a_one_line_error():
     with pytest.raises(UserError, match=r"--trials must be >= 0 .*got -1"):
         blend(["a", "b"], "bl", trials=-1)
+
+
+def test_the_same_data_in_another_folder_blends(workdir, comp_dir, capsys):
+    fake_member(comp_dir, "here", 1)
+    fake_member(comp_dir, "there", 2, 5, 0, False, "data.name=kaggle-copy")  # folds/kaggle-copy_k5_s42.csv
+    result = blend(["here", "there"], "b", [f"data.data_dir={comp_dir}"], trials=5, with_nested=False)
+    assert "submission" in result
+    assert "note: member 'there' names its fold file kaggle-copy_k5_s42.csv, the blend data_k5_s42.csv; their " \
+           "folds are the same" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("nested_blend, warned", [(0.55, True), (0.65, False)])
+def test_a_blend_below_its_best_member_on_the_nested_estimate_is_flagged(workdir, comp_dir, monkeypatch, capsys,
+                                                                         nested_blend, warned):
+    import json
+
+    fake_member(comp_dir, "m1", seed=1)
+    fake_member(comp_dir, "m2", seed=2)
+    monkeypatch.setattr(ensemble, "nested", lambda *a, **k: (nested_blend, [0.6, 0.4]))
+    result = blend(["m1", "m2"], "b", [f"data.data_dir={comp_dir}"], trials=5)
+    out = capsys.readouterr().out
+    saved = json.loads((workdir / "checkpoints/b/metrics.json").read_text())["ensemble"]
+    assert ("WARNING: the blend's nested estimate 0.5500 is below its member 'm1''s 0.6000" in out) == warned
+    assert ("warning" in saved) == warned and "submission" in result

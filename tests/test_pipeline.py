@@ -76,3 +76,12 @@ def test_typos_in_late_settings_stop_before_training(workdir, comp_dir, bad):
     with pytest.raises(UserError):
         run(cfg)
     assert not (workdir / "folds").exists()
+
+
+def test_run_takes_folds_between_overrides_on_the_command_line(workdir, comp_dir):
+    cli_main(["run", f"data.data_dir={comp_dir}", "--folds", "1-2", "exp=f", "folds.n_folds=5", "tfidf.min_df=1",
+              "output.plots=false"])
+    metrics = json.loads((workdir / "checkpoints/f/partial/metrics.json").read_text())
+    assert metrics["folds"] == [1, 2] and not metrics["complete"]
+    with pytest.raises(SystemExit):
+        cli_main(["run", f"data.data_dir={comp_dir}", "--folds", "5", "folds.n_folds=5"])

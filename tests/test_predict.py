@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,7 +8,7 @@ from test_checkpoints import write_checkpoint
 
 from src import predict as predict_mod
 from src.checkpoints import select
-from src.config import load_config
+from src.config import dump_config, load_config
 from src.data import load_competition
 from src.errors import UserError
 from src.folds import ensure_folds
@@ -166,3 +168,22 @@ def test_transformer_family_end_to_end(workdir, comp_dir, monkeypatch):
         assert (pd.read_csv("submissions/bert.csv").columns == comp.sample.columns).all()
     finally:
         torch.set_num_threads(threads)
+
+
+def test_predict_refuses_other_model_settings_than_the_run_was_trained_with(workdir, comp_dir, monkeypatch, capsys):
+    cfg, comp, folds, rd = fake_transformer_run(comp_dir, extra=("model.max_length=64",))
+    rd.config.write_text(dump_config(cfg))  # what training saved
+    (workdir / "tr.yaml").write_text(yaml.safe_dump({"model_type": "transformer", "folds": {"n_folds": 5},
+                                                     "data": {"data_dir": str(comp_dir)}}))
+    fake = FakePredictor()
+    monkeypatch.setattr(predict_mod, "predict_checkpoint", fake)
+    with pytest.raises(SystemExit):  # the config file without the run's max_length override
+        predict_mod.main(["--config", "tr.yaml", "model.dtype=float32"])
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {rd.root} was trained with other settings than this config's (model.dtype auto -> "
+                   "float32, model.max_length 64 -> 128): predict with the run's own settings (python -m src "
+                   "predict --exp tr), or fix the overrides")
+    assert fake.calls == [] and not list(rd.root.glob("fold*/step*/test_probs.npy"))
+    result = predict_mod.main(["--exp", "tr"])  # the run's own settings
+    assert result["complete"] and len(fake.calls) == 5
+    assert json.loads((rd.step(0, 200) / "test_probs.json").read_text())["max_length"] == 64

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from src.config import load_config
 from src.errors import UserError
@@ -60,7 +61,7 @@ def test_unwritable_submissions_folder_is_found_before_any_work(workdir, comp_di
     (workdir / "blocked").write_text("a file where the folder should be")
     with pytest.raises(UserError, match="blocked is a file, where a folder is needed"):
         run(cfg_of(comp_dir, "output.submissions_dir=blocked"))
-    assert not (workdir / "checkpoints/g/oof.csv").exists() and not (workdir / "checkpoints/g/config.yaml").exists()
+    assert not (workdir / "checkpoints/g").exists()  # no empty run folder left behind either
 
 
 def test_live_lock_refuses_a_second_run(workdir, comp_dir):
@@ -207,3 +208,41 @@ def test_an_unchanged_config_is_not_rewritten(finished, comp_dir):
     assert config.stat().st_mtime == 1e9
     run(cfg_of(comp_dir, "tfidf.C=2"))
     assert config.stat().st_mtime > 1e9 and "C: 2" in config.read_text()
+
+
+def test_a_run_folder_refuses_other_data_and_records_its_own(finished, comp_dir, tmp_path):
+    from synth import make_competition
+
+    record = json.loads((finished / "checkpoints/g/run.json").read_text())
+    assert record["fold_file"] == "data_k5_s42.csv" and record["train_rows"] == 200 and record["dataset"] == "data"
+    other = make_competition(tmp_path / "goemo", n_train=150, labels=("a", "b", "c"))
+    before = snapshot(finished)
+    for call in (run, finalize):  # the README's GoEmotions command under the same exp name
+        with pytest.raises(UserError, match=r"checkpoints/g holds a run made from 'data' \(200 train rows, 4 labels, "
+                                            r"fold file data_k5_s42.csv, .*\); this run uses 'goemo' \(150 train rows, "
+                                            r"3 labels, fold file goemo_k5_s42.csv.*use another exp name \(e.g. "
+                                            r"exp=g-goemo\), or delete checkpoints/g"):
+            call(load_config(None, [f"data.data_dir={other}", "exp=g", *BASE]))
+    with pytest.raises(UserError, match="fold file data_k4_s42.csv"):
+        run(cfg_of(comp_dir, "folds.n_folds=4"))
+    assert {p: v for p, v in snapshot(finished).items() if not p.startswith("folds/")} == \
+           {p: v for p, v in before.items() if not p.startswith("folds/")}
+    frame = pd.read_csv(comp_dir / "train.csv", dtype=str)
+    frame["Tweet"] = frame["Tweet"] + " cleaned"  # the same data edited in place: the same run
+    frame.to_csv(comp_dir / "train.csv", index=False)
+    assert run(cfg_of(comp_dir))["complete"]
+    (finished / "checkpoints/g/run.json").unlink()  # an older kit's run: its config.yaml names the fold file
+    with pytest.raises(UserError, match=r"holds a run made from 'data' \(fold file data_k5_s42.csv\)"):
+        run(load_config(None, [f"data.data_dir={other}", "exp=g", *BASE]))
+
+
+def test_finalize_by_exp_uses_the_runs_config_and_records_its_threshold_overrides(finished, comp_dir, capsys):
+    from src.__main__ import main as cli_main
+
+    cli_main(["finalize", "--exp", "g", "thresholds.min_one=true", f"data.data_dir={comp_dir}"])
+    saved = yaml.safe_load((finished / "checkpoints/g/config.yaml").read_text())
+    assert saved["thresholds"]["min_one"] is True and saved["tfidf"]["min_df"] == 1  # the run's own settings
+    assert "thresholds section updated" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli_main(["finalize", "--exp", "nope"])
+    assert "checkpoints/nope/config.yaml does not exist: is 'nope' a run here?" in capsys.readouterr().err

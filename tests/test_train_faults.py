@@ -264,9 +264,11 @@ def test_full_disk_while_saving_is_a_user_error_without_temp_folder(tmp_path):
 
 def test_folds_option_taken_literally():
     assert parse_folds("0, 3") == [0, 3] and parse_folds("7", 10) == [7]
+    assert parse_folds("0-2,5", 10) == [0, 1, 2, 5] and parse_folds("4-4") == [4]
     for text, message in [("", "comma-separated fold numbers"), (",", "comma-separated"), ("0,,3", "got '0,,3'"),
                           ("1.0", "comma-separated"), ("\u0663", "comma-separated"), ("-1", "comma-separated"),
-                          ("0,0", "names fold 0 twice"), ("2,10", r"fold 10, outside 0..9 \(folds.n_folds=10\)")]:
+                          ("0,0", "names fold 0 twice"), ("2,10", r"fold 10, outside 0..9 \(folds.n_folds=10\)"),
+                          ("3-1", "runs backwards"), ("0-2,1", "names fold 1 twice"), ("8-10", "fold 10, outside")]:
         with pytest.raises(UserError, match=message):
             parse_folds(text, 10)
 

@@ -256,6 +256,7 @@ def test_paths_and_gated_options(tiny_root, tmp_path, monkeypatch):
     folder = tmp_path / ".cache/offline-models/tiny"
     folder.mkdir(parents=True)
     assert tm.resolve_path("~/.cache/offline-models/tiny") == str(folder)
+    monkeypatch.setattr(tm, "_hub_reachable", lambda: True)
     assert tm.resolve_path("roberta-base") == "roberta-base"  # a hub id stays as given
     with pytest.raises(UserError, match="model folder not found"):
         tm.resolve_path("~/.cache/offline-models/missing")
@@ -306,3 +307,30 @@ def test_model_configs_load_and_are_documented():
         assert header.startswith("#") and "GPU memory" in text and "estimate" in text, p
         if p.stem in OFFLINE:
             assert cfg.model.name_or_path == f"~/.cache/offline-models/{p.stem}", p
+
+
+def test_a_hub_id_without_network_fails_at_once_unless_cached(monkeypatch):
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # recorded, so the test's own setting is undone afterwards
+    monkeypatch.setattr(tm, "_hub_reachable", lambda: False)
+    t0 = time.time()
+    with pytest.raises(UserError, match="model 'org/not-cached' is a hub id, but huggingface.co cannot be reached"):
+        tm.build_model(load_config(None, ["model_type=transformer", "model.name_or_path=org/not-cached"]), LABELS)
+    assert time.time() - t0 < 5  # not a minute of retries
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo, name: "/cache/config.json")
+    assert tm.resolve_path("org/cached") == "org/cached" and constants.HF_HUB_OFFLINE  # loads offline from the cache
+
+
+def test_loading_says_once_that_the_head_is_new_and_nothing_per_fold(tiny_root, capfd):
+    cfg = load_config(None, ["model_type=transformer", f"model.name_or_path={make_tiny('bert', tiny_root)}"])
+    tm._noted_loads.clear()
+    capfd.readouterr()
+    for _ in range(3):  # three folds
+        tm.build_model(cfg, LABELS)
+    out, err = capfd.readouterr()
+    assert "LOAD REPORT" not in out + err and "Loading weights" not in out + err
+    assert out.count("new classification head (classifier), randomly initialized") == 1

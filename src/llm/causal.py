@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from src import precision
 from src.config import Config
@@ -35,6 +34,7 @@ from src.llm.outputs import read_jsonl, steps_path, write_jsonl, write_outputs
 from src.llm.prompts import Prompter
 from src.llm.score import main_method, score_multi
 from src.models.transformer import DEFAULT_TARGETS, enable_checkpointing
+from src.progress import tqdm
 from src.rundir import check_probs
 from src.train import digest, fingerprint, fingerprint_parts, mismatch, read_done
 

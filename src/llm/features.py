@@ -16,12 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from src.config import ModelConfig, ProbeConfig
 from src.errors import UserError
 from src.fileio import atomic_path, write_json
 from src.llm.lm import device, dtype_kwargs, load_tokenizer, model_path, resolve_dtype
+from src.models.transformer import quiet_hf
+from src.progress import tqdm
 
 POOLINGS = ("mean", "last", "cls")
 
@@ -57,8 +58,9 @@ def load_encoder(mc: ModelConfig):
     from transformers import AutoModel
 
     try:
-        model = AutoModel.from_pretrained(model_path(mc), trust_remote_code=mc.trust_remote_code,
-                                          **dtype_kwargs(mc.dtype))
+        with quiet_hf():
+            model = AutoModel.from_pretrained(model_path(mc), trust_remote_code=mc.trust_remote_code,
+                                              **dtype_kwargs(mc.dtype))
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load a model from {mc.name_or_path!r}: {str(e).splitlines()[0]}") from None
     if getattr(model.config, "is_encoder_decoder", False):

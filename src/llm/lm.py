@@ -7,7 +7,7 @@ import torch
 from src import precision
 from src.config import ModelConfig
 from src.errors import UserError
-from src.models.transformer import dtype_kw, resolve_path
+from src.models.transformer import dtype_kw, quiet_hf, resolve_path
 
 DTYPES = precision.DTYPES
 
@@ -56,8 +56,9 @@ def load_causal_lm(mc: ModelConfig, dtype: str | None = None):
     tok = load_tokenizer(mc)
     path = model_path(mc)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=mc.trust_remote_code,
-                                                     **dtype_kwargs(dtype or mc.dtype))
+        with quiet_hf():
+            model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=mc.trust_remote_code,
+                                                         **dtype_kwargs(dtype or mc.dtype))
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load a causal LM from {path!r}: {str(e).splitlines()[0]}") from None
     if model.config.pad_token_id is None:

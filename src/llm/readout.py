@@ -16,10 +16,10 @@ import inspect
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from src.llm.label_tokens import Plan, common_prefix
 from src.llm.lm import stop_token_ids
+from src.progress import tqdm
 
 
 class Runner:

@@ -13,11 +13,11 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
-from tqdm.auto import tqdm
 
 from src.config import Config, TfidfConfig
 from src.errors import UserError
 from src.folds import folds_for_run
+from src.progress import tqdm
 from src.rundir import write_fold_outputs
 
 
@@ -93,7 +93,11 @@ def run(cfg: Config, comp, folds, rd) -> None:
     fold = folds["fold"].to_numpy()
     run_folds = folds_for_run(cfg)
     jobs = (delayed(_fold)(cfg.tfidf, k, comp.train_texts, comp.Y, comp.test_texts, fold) for k in run_folds)
-    parallel = Parallel(n_jobs=min(cfg.tfidf.n_jobs, len(run_folds)), return_as="generator_unordered")
+    n_jobs = min(cfg.tfidf.n_jobs, len(run_folds))
+    print(f"[{cfg.exp}] tfidf: {len(run_folds)} folds, {n_jobs} at a time; each fits word + char TF-IDF and "
+          f"{len(comp.labels)} {cfg.tfidf.classifier} classifiers on ~{int((fold != run_folds[0]).sum())} texts, then "
+          f"predicts {len(comp.test)} test texts", flush=True)
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
     per_fold = {}
     for k, valid, test in tqdm(parallel(jobs), total=len(run_folds), desc="tfidf folds", unit="fold"):
         per_fold[k] = (valid, test)

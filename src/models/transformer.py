@@ -19,8 +19,10 @@ and mixed precision comes from autocast (src/precision.py decides bf16 vs fp16 o
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from torch import nn
-from tqdm.auto import tqdm
 
 from src import precision
 from src.config import Config
 from src.errors import UserError
+from src.progress import tqdm
 
 METHODS = ("full", "last_n", "lora", "qlora")
 DECODER_TYPES = {
@@ -72,7 +74,33 @@ def resolve_path(name_or_path: str) -> str:
         return path
     if name_or_path.startswith(("~", "/", ".", "$")) or os.sep in path and path.count("/") > 1:
         raise UserError(f"model folder not found: {path} (offline models: `python offline_models.py fetch NAME`)")
+    _check_hub(name_or_path)
     return name_or_path
+
+
+@functools.cache
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _check_hub(hub_id: str) -> None:
+    """A hub id without a network fails at once (not after a minute of retries) unless it is in the local cache;
+    a cached one then loads in offline mode."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or _hub_reachable():
+        return
+    if huggingface_hub.try_to_load_from_cache(hub_id, "config.json") is None:
+        raise UserError(f"model '{hub_id}' is a hub id, but huggingface.co cannot be reached from here and the model "
+                        "is not in the local cache: download it where there is internet (or turn Internet on), or "
+                        "set model.name_or_path to a local model folder")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
 
 
 def resolve_precision(cfg: Config) -> str:
@@ -123,9 +151,14 @@ def padding_side(cfg: Config, kind: str) -> str:
     return side
 
 
+def is_peft(model) -> bool:
+    """Whether `model` is a PEFT (LoRA/QLoRA) wrapper: its checkpoints hold the adapter and head only."""
+    return hasattr(model, "get_base_model")
+
+
 def hf_model(model) -> nn.Module:
     """The transformers model inside a PEFT wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    return model.get_base_model() if is_peft(model) else model
 
 
 def head_modules(model) -> list[str]:
@@ -280,6 +313,39 @@ def _add_multi_sample_dropout(model, n: int, num_labels: int) -> None:
             module.register_forward_hook(hook)
 
 
+@contextlib.contextmanager
+def quiet_hf():
+    """transformers without its per-load progress bar and load report (one per fold otherwise): `_load_note` says
+    what matters once."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        hf_logging.enable_progress_bar()
+
+
+_noted_loads: set[str] = set()
+
+
+def _load_note(weights: str, model, info: dict) -> None:
+    """Once per weights: the newly initialized head; every time: backbone weights missing from the checkpoint."""
+    head = set(head_modules(model))
+    missing = list(info.get("missing_keys") or [])
+    backbone = [k for k in missing if k.split(".")[0] not in head]
+    if backbone:
+        print(f"note: {len(backbone)} weights are not in {weights} and start random: {', '.join(backbone[:4])}"
+              + (" ..." if len(backbone) > 4 else ""))
+    elif missing and weights not in _noted_loads:
+        _noted_loads.add(weights)
+        print(f"{weights}: new classification head ({', '.join(sorted({k.split('.')[0] for k in missing}))}), "
+              "randomly initialized")
+
+
 def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = None, trainable: bool = True):
     """(model, tokenizer) ready to train: pretrained weights from `model.name_or_path` with a new head, or the
     trained weights of a checkpoint folder (full/last_n: the saved model; lora/qlora: base + saved adapter)."""
@@ -309,9 +375,12 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
     if m.method == "qlora":
         kwargs |= {"quantization_config": _quantization_config(), "device_map": _quantized_device_map()}
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(weights, config=hf_config, **kwargs)
+        with quiet_hf():
+            model, info = AutoModelForSequenceClassification.from_pretrained(weights, config=hf_config,
+                                                                             output_loading_info=True, **kwargs)
     except (OSError, SafetensorError) as e:  # no weights in the folder, a hub id without network, a corrupt file
         raise UserError(f"cannot load model weights from {weights}: {str(e).strip().splitlines()[0]}") from None
+    _load_note(weights, model, info)
     if m.method == "qlora":
         _no_cpu_repacking(model)
     if m.gradient_checkpointing and trainable and m.method != "qlora":  # qlora: prepare_model_for_kbit_training

@@ -1,0 +1,35 @@
+"""Progress bars for every long step, fitted to where the output goes.
+
+    from src.progress import tqdm
+
+A notebook with ipywidgets gets widget bars; a terminal gets a live bar; a notebook without widgets, a log file or
+a pipe gets a refresh at most every 30 s (`PROGRESS_INTERVAL` seconds), not a stream of carriage-return updates.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from tqdm import tqdm as _text_bar
+
+
+def _notebook_widgets() -> bool:
+    if "ipykernel" not in sys.modules:
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def tqdm(*args, **kwargs):
+    """tqdm with the bar kind and refresh interval chosen for the output (see the module docstring)."""
+    if _notebook_widgets():
+        from tqdm.notebook import tqdm as widget_bar
+
+        return widget_bar(*args, **kwargs)
+    interactive = sys.stderr.isatty() and "ipykernel" not in sys.modules
+    kwargs.setdefault("mininterval", float(os.environ.get("PROGRESS_INTERVAL", 0.1 if interactive else 30)))
+    return _text_bar(*args, **kwargs)
