@@ -11,6 +11,7 @@ commands:
   checkpoints  list / select checkpoints
   predict    OOF and test probabilities from the selected checkpoints
   ensemble   blend runs on OOF
+  pack       pack finished runs (selected checkpoints + code) for an offline Kaggle notebook
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from src.errors import ArgParser, cli
 from src.folds import parse_folds
 
 MODULES = {"config": "src.config", "folds": "src.folds", "data": "src.data", "validate": "src.submission",
-           "train": "src.train", "checkpoints": "src.checkpoints", "predict": "src.predict", "ensemble": "src.ensemble"}
+           "train": "src.train", "checkpoints": "src.checkpoints", "predict": "src.predict", "ensemble": "src.ensemble",
+           "pack": "src.pack"}
 
 
 @cli

@@ -508,6 +508,8 @@ def load_run_config(exp: str, overrides: list[str] | None = None) -> Config:
     overrides = list(overrides or [])
     where = load_config(None, [o for o in overrides if o.startswith("output.checkpoints_dir=")] + [f"exp={exp}"])
     path = Path(where.output.checkpoints_dir) / exp / "config.yaml"
+    if not path.is_file() and (path.parent / "partial" / "config.yaml").is_file():
+        raise UserError(f"{path.parent} holds only a partial run (its outputs are in partial/): run every fold first")
     if not path.is_file():
         raise UserError(f"{path.absolute()} does not exist: is '{exp}' a run here? (set output.checkpoints_dir= to "
                         "the folder that holds its checkpoints)")

@@ -167,9 +167,14 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
         submission.validate(sub, comp.sample, f"refusing to write {rd.submission}")
     write_json(rd.thresholds, thresholds.to_json(comp.labels, th, cfg.thresholds))
     write_csv(rd.per_label, table.reset_index(), float_format="%.4f")
+    errors = report.error_table([comp.train_ids[i] for i in rows], [comp.train_texts[i] for i in rows], Y, probs,
+                                np.asarray(th, dtype=np.float64), comp.labels)
+    write_csv(rd.report / "errors.csv", errors)
     if cfg.output.plots:
         report.write_all(rd.report, Y, probs, P, table, comp.labels)
     print(table.round(3).to_string())
+    print(f"[{cfg.exp}] the worst OOF errors per label (false positives/negatives, with texts): "
+          f"{rd.report / 'errors.csv'}")
     print(f"[{cfg.exp}] OOF macro-F1 {result['oof']['macro_f1']:.4f} (at 0.5: {result['oof_at_0.5']['macro_f1']:.4f}), "
           f"micro-F1 {result['oof']['micro_f1']:.4f}, Jaccard {result['oof']['jaccard']:.4f}"
           + (f", {wall_s:.1f} s" if wall_s is not None else ""))

@@ -123,8 +123,9 @@ def selected_steps(cfg: Config, rd: RunDir) -> dict[int, int]:
 
 
 def predict(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir,
-            predictor: Predictor | None = None) -> dict[int, int]:
-    """Write oof.csv and test.csv from the selected checkpoints; returns {fold: step} used."""
+            predictor: Predictor | None = None, cache: bool = True) -> dict[int, int]:
+    """Write oof.csv and test.csv from the selected checkpoints; returns {fold: step} used. `cache=False` (read-only
+    checkpoints, e.g. a pack in /kaggle/input): test probabilities are neither read from nor written beside them."""
     predictor = predictor or predict_checkpoint
     steps = selected_steps(cfg, rd)
     fold = folds["fold"].to_numpy()
@@ -133,16 +134,17 @@ def predict(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir,
     for k, step in tqdm(steps.items(), desc="test predictions", unit="fold"):
         step_dir = rd.step(k, step)
         valid = _valid_probs(rd, k, step, int((fold == k).sum()), n_labels)
-        test = _cached_test_probs(step_dir, key, comp.labels, len(texts))
+        test = _cached_test_probs(step_dir, key, comp.labels, len(texts)) if cache else None
         if test is None:
             test = np.asarray(predictor(cfg, step_dir, comp.labels, texts), dtype=np.float32)
             if test.shape != (len(texts), n_labels):
                 raise UserError(f"{step_dir}: the model gave probabilities of shape {test.shape} for {len(texts)} "
                                 f"texts x {n_labels} labels")
             check_probs(test, comp.labels, f"test predictions of {step_dir}", comp.test_ids)  # never cached if bad
-            with atomic_path(step_dir / "test_probs.npy") as tmp, open(tmp, "wb") as f:
-                np.save(f, test)
-            write_json(step_dir / "test_probs.json", key)
+            if cache:
+                with atomic_path(step_dir / "test_probs.npy") as tmp, open(tmp, "wb") as f:
+                    np.save(f, test)
+                write_json(step_dir / "test_probs.json", key)
             computed.append(k)
         per_fold[k] = (valid, test.astype(np.float64))
     write_fold_outputs(rd, comp, folds, per_fold)

@@ -1,4 +1,5 @@
-"""Plots of a run: ROC curve per label, per-label confusion matrices, per-label F1 bars (PNG)."""
+"""A run's report: ROC curve per label, per-label confusion matrices, per-label F1 bars (PNG), the worst errors per
+label (errors.csv) and, for transformers, token lengths against `model.max_length`."""
 
 from __future__ import annotations
 
@@ -129,3 +130,37 @@ def f1_comparison(per_label_f1: dict[str, pd.Series], path: Path, title: str = "
     ax.set_title(title)
     ax.legend(fontsize=7, title="run (macro-F1)", title_fontsize=7)
     return save_png(fig, path)
+
+
+def error_table(ids: list[str], texts: list[str], Y: np.ndarray, probs: np.ndarray, thresholds: np.ndarray,
+                labels: list[str], per_label: int = 10) -> pd.DataFrame:
+    """The worst OOF errors of each label: its `per_label` most confident false positives (highest probability
+    above the threshold on a negative row) and false negatives (lowest probability below it on a positive row)."""
+    rows = []
+    for j, lab in enumerate(labels):
+        p, y, t = probs[:, j], Y[:, j].astype(bool), thresholds[j]
+        for kind, wrong, order in (("false positive", ~y & (p >= t), -p), ("false negative", y & (p < t), p)):
+            idx = np.flatnonzero(wrong)
+            for i in idx[np.argsort(order[idx], kind="stable")][:per_label]:
+                rows.append({"label": lab, "error": kind, "id": ids[i], "prob": round(float(p[i]), 4),
+                             "threshold": round(float(t), 4),
+                             "true_labels": " ".join(labels[c] for c in np.flatnonzero(Y[i])) or "(none)",
+                             "text": texts[i][:300]})
+    return pd.DataFrame(rows, columns=["label", "error", "id", "prob", "threshold", "true_labels", "text"])
+
+
+def token_lengths(lengths: np.ndarray, max_length: int, path: Path, title: str) -> dict:
+    """Percentiles of token counts (before truncation) and the share cut by `max_length`; a histogram PNG."""
+    lengths = np.asarray(lengths)
+    stats = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)}
+    stats |= {"max": int(lengths.max()), "texts": int(len(lengths)), "max_length": int(max_length),
+              "truncated_share": round(float((lengths > max_length).mean()), 4)}
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.hist(lengths, bins=min(60, max(10, len(np.unique(lengths)))), color="tab:blue")
+    ax.axvline(max_length, c="tab:red", ls="--", label=f"max_length {max_length}: "
+                                                       f"{100 * stats['truncated_share']:.1f}% truncated")
+    ax.axvline(stats["p95"], c="grey", ls=":", label=f"95th percentile {stats['p95']}")
+    ax.set(xlabel="tokens per text", ylabel="texts", title=title)
+    ax.legend(fontsize=8)
+    save_png(fig, path)
+    return stats

@@ -650,6 +650,7 @@ def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
     acc = accelerator(cfg)
     if acc.is_main_process:
         record_run_data(cfg, comp, rd)
+        report_token_lengths(cfg, comp, rd)
     for k in folds_for_run(cfg):
         if check_fold(cfg, comp, folds, rd, k):
             acc.print(f"[{cfg.exp}] fold {k}: already trained ({rd.fold(k) / 'done.json'}), skipped")
@@ -658,6 +659,23 @@ def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
             train_fold(cfg, comp, folds, rd, k, acc, callbacks)
         finally:
             release_fold(acc, compiled=cfg.train.compile != "none")
+
+
+def report_token_lengths(cfg: Config, comp: Competition, rd: RunDir) -> dict:
+    """One line (and report/token_lengths.png) on how many texts `model.max_length` truncates, to choose it."""
+    from src import report
+
+    counts = tm.token_counts(cfg, comp.train_texts + comp.test_texts)
+    title = f"Token lengths of train + test texts ({Path(cfg.model.name_or_path).name} tokenizer)"
+    if cfg.output.plots:
+        stats = report.token_lengths(counts, cfg.model.max_length, rd.report / "token_lengths.png", title)
+    else:
+        stats = {"p50": int(np.median(counts)), "p95": int(np.percentile(counts, 95)), "max": int(counts.max()),
+                 "truncated_share": round(float((counts > cfg.model.max_length).mean()), 4)}
+    print(f"[{cfg.exp}] tokens per text (train + test): median {stats['p50']}, 95th percentile {stats['p95']}, max "
+          f"{stats['max']}; model.max_length {cfg.model.max_length} truncates {100 * stats['truncated_share']:.1f}% "
+          "of texts")
+    return stats
 
 
 @cli

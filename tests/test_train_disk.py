@@ -80,6 +80,7 @@ def test_a_run_that_would_fill_the_disk_stops_before_training(workdir, comp_dir,
     train_folds(load_config(None, overrides(comp_dir, cfg.model.name_or_path, "disk", *EXTRA)), comp, folds, rd)
     out = capsys.readouterr().out
     assert "note: this run's checkpoints need about" in out  # tight: a note, and the run goes on
+    assert "[disk] tokens per text (train + test): median " in out and "truncates 0.0% of texts" in out
     evals = [h for h in history(rd) if h.get("event") == "eval"]
     assert all(f"[disk] fold 0 step {e['step']}/40 (epoch " in out for e in evals) and len(evals) == 8
     assert f"macro-F1 {evals[-1]['f1_at_0.5']:.4f} at 0.5 / {evals[-1]['f1_tuned']:.4f} tuned" in out

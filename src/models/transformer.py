@@ -439,6 +439,13 @@ def load_checkpoint(cfg: Config, step_dir: str | Path, labels: list[str]):
     return model, tokenizer
 
 
+def token_counts(cfg: Config, texts: list[str]) -> np.ndarray:
+    """Tokens per text (with `model.text_prefix`, special tokens included, nothing truncated)."""
+    tokenizer = _load_tokenizer(resolve_path(cfg.model.name_or_path), cfg)
+    prefix = cfg.model.text_prefix
+    return np.array([len(ids) for ids in tokenizer([prefix + t for t in texts])["input_ids"]])
+
+
 def encode(tokenizer, texts: list[str], cfg: Config) -> list[list[int]]:
     """Token ids of each text (with `model.text_prefix`), truncated to `model.max_length`; no padding."""
     prefix = cfg.model.text_prefix

@@ -1,0 +1,101 @@
+"""Kaggle with Internet off: a finished run packed, then predicted from the read-only pack into another folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_transformer import make_tiny
+
+from src.__main__ import main as cli_main
+from src.config import load_config
+from src.errors import UserError
+from src.pack import pack, predict_packed
+from src.pipeline import run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def snapshot(root):
+    return {p.relative_to(root).as_posix(): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def read_only(root):
+    for p in [root, *root.rglob("*")]:
+        p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def tiny_run(comp_dir, tiny_root, exp="tr", *extra):
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", f"exp={exp}", "model_type=transformer", "folds.n_folds=3",
+                             f"model.name_or_path={make_tiny('bert', tiny_root)}", "train.max_steps=4",
+                             "train.eval_every=2", "train.batch_size=16", "train.lr=5e-3", "model.max_length=24",
+                             "output.plots=false", *extra])
+    return run(cfg)
+
+
+def test_a_packed_run_predicts_from_a_read_only_pack(workdir, comp_dir, tiny_root, tmp_path, capsys):
+    original = tiny_run(comp_dir, tiny_root)
+    run(load_config(None, [f"data.data_dir={comp_dir}", "exp=tf", "folds.n_folds=3", "tfidf.min_df=1",
+                           "output.plots=false"]))
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "demo-1.0-py3-none-any.whl").write_bytes(b"PK")
+    cli_main(["pack", "tr", "tf", "--out", str(tmp_path / "pack"), "--wheels", str(wheels)])
+    packed = tmp_path / "pack"
+    manifest = json.loads((packed / "pack.json").read_text())
+    assert set(manifest["runs"]) == {"tr", "tf"} and manifest["wheels"] == ["demo-1.0-py3-none-any.whl"]
+    steps = manifest["runs"]["tr"]["steps"]
+    assert sorted(p.name for p in (packed / "checkpoints/tr/fold0").iterdir()) == ["done.json", f"step{steps['0']}"]
+    assert not list(packed.rglob("resume.pt")) and (packed / "src/pipeline.py").is_file()
+    assert json.loads((packed / "dataset-metadata.json").read_text())["title"] == "pack"
+    read_only(packed)
+    before = snapshot(packed)
+    out = tmp_path / "working"
+    out.mkdir()
+    result = predict_packed(packed, "tr", comp_dir, out)
+    assert snapshot(packed) == before  # nothing written beside the checkpoints, or anywhere in the pack
+    sub = pd.read_csv(out / "submission.csv", dtype={"ID": str})
+    sample = pd.read_csv(comp_dir / "sample_submission.csv", dtype={"ID": str})
+    assert list(sub.columns) == list(sample.columns) and sub["ID"].tolist() == sample["ID"].tolist()
+    np.testing.assert_allclose(pd.read_csv(out / "checkpoints/tr/test.csv").iloc[:, 1:].to_numpy(),
+                               pd.read_csv(workdir / "checkpoints/tr/test.csv").iloc[:, 1:].to_numpy(), atol=2e-5)
+    assert result["oof"]["macro_f1"] == pytest.approx(original["oof"]["macro_f1"])
+    assert predict_packed(packed, "tf", comp_dir, out)["complete"]  # a TF-IDF run: its packed probabilities
+    with pytest.raises(UserError, match=r"is not a packed run \(runs in .*: tf, tr\)"):
+        predict_packed(packed, "nope", comp_dir, out)
+
+
+def test_pack_refuses_unfinished_runs_and_a_used_folder(workdir, comp_dir, tiny_root, tmp_path):
+    tiny_run(comp_dir, tiny_root, "part", "folds.run=[0]")
+    with pytest.raises(UserError, match=r"checkpoints/part holds only a partial run .*: run every fold first"):
+        pack(["part"], tmp_path / "p")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used/x").write_text("x")
+    with pytest.raises(UserError, match="is not empty"):
+        pack(["part"], tmp_path / "used")
+    assert not (tmp_path / "p").exists() and os.listdir(tmp_path / "used") == ["x"]
+
+
+def test_a_packed_lora_run_reads_its_base_model_from_where_it_is_attached(workdir, comp_dir, tiny_root, tmp_path):
+    import shutil
+
+    base = tmp_path / "llama"
+    shutil.copytree(make_tiny("llama", tiny_root), base)
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", "exp=lo", "model_type=transformer", "folds.n_folds=3",
+                             f"model.name_or_path={base}", "model.method=lora", "train.max_steps=2",
+                             "train.eval_every=2", "train.batch_size=16", "model.max_length=24", "output.plots=false"])
+    run(cfg)
+    pack(["lo"], tmp_path / "pack")
+    read_only(tmp_path / "pack")
+    shutil.move(base, tmp_path / "kaggle-input-llama")  # the base model as another machine has it
+    with pytest.raises(UserError, match="model folder not found"):
+        predict_packed(tmp_path / "pack", "lo", comp_dir, tmp_path / "w1")
+    result = predict_packed(tmp_path / "pack", "lo", comp_dir, tmp_path / "w2", base_model=str(tmp_path /
+                                                                                              "kaggle-input-llama"))
+    assert (tmp_path / "w2/submission.csv").is_file() and result["complete"]
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "w2/checkpoints/lo/test.csv").iloc[:, 1:].to_numpy(),
+                               pd.read_csv(workdir / "checkpoints/lo/test.csv").iloc[:, 1:].to_numpy(), atol=2e-5)
