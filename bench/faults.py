@@ -912,7 +912,7 @@ def run_case(case: Case, i: int, fixtures: dict, fixture_root: Path, cases_dir: 
     finally:
         for undo in r.cleanup:
             undo()
-    res.update(status="FAIL" if reason else "PASS", rc=r.rc, reason=reason, seconds=round(time.time() - t0, 2),
+    res.update(status="FAIL" if reason else "PASS", rc=r.rc, reason=reason, seconds=round(time.time() - t0, 3),
                last_line=last_line(r.out if case.merged else r.err)[:300])
     if not reason and not keep:
         shutil.rmtree(d, ignore_errors=True)

@@ -141,8 +141,8 @@ def link_run(source: Path, dest: Path) -> None:
 
 def predict_packed(pack_dir: str | Path, exp: str, data_dir: str | Path, out_dir: str | Path = "/kaggle/working",
                    base_model: str = "") -> dict:
-    """Test probabilities, thresholds and the submission of packed run `exp` on the competition in `data_dir`,
-    everything written under `out_dir` (the pack is only read). Returns the run's metrics."""
+    """Test probabilities, thresholds and the submission of packed run `exp` ("" = the pack's only run) on the
+    competition in `data_dir`, everything written under `out_dir` (the pack is only read). Returns its metrics."""
     from src.data import load_competition
     from src.folds import ensure_folds
     from src.pipeline import finalize
@@ -150,9 +150,14 @@ def predict_packed(pack_dir: str | Path, exp: str, data_dir: str | Path, out_dir
     from src.runguard import prepare_outputs, run_lock
 
     pack_dir, out_dir = Path(pack_dir), Path(out_dir)
+    if not (pack_dir / "pack.json").is_file():
+        raise UserError(f"{pack_dir} is not a pack (no pack.json): make one with python -m src pack")
+    runs = sorted(p.name for p in (pack_dir / "checkpoints").glob("*") if p.is_dir())
+    if not exp and len(runs) != 1:
+        raise UserError(f"{pack_dir} holds {len(runs)} runs ({', '.join(runs)}): name the one to predict (EXP)")
+    exp = exp or runs[0]
     source = pack_dir / "checkpoints" / exp
     if not (source / "config.yaml").is_file():
-        runs = sorted(p.name for p in (pack_dir / "checkpoints").glob("*") if p.is_dir())
         raise UserError(f"{source} is not a packed run (runs in {pack_dir}: {', '.join(runs) or 'none'})")
     fold_file = read_json(pack_dir / "pack.json")["fold_file"]
     cfg = load_config(source / "config.yaml", [

@@ -43,6 +43,15 @@ def preflight(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir) -
         check(cfg, comp, folds, rd)
 
 
+def setup_run(cfg: Config, verbose: bool = True) -> tuple[Competition, pd.DataFrame, RunDir]:
+    """(competition, folds, run folder) of a config: the data loaded and checked, the fold file made once; nothing
+    else is written (a notebook's first step; training and `run` check everything else before they write)."""
+    check_config(cfg)
+    comp = load_competition(cfg.data)
+    folds, _ = ensure_folds(cfg, comp, verbose=verbose)
+    return comp, folds, RunDir.of(cfg)
+
+
 def run(cfg: Config) -> dict:
     """Train every fold of the configured model, then finalize. Returns the run's metrics.
 

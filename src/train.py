@@ -60,11 +60,11 @@ from src.checkpoints import (
     save_checkpoint,
 )
 from src.config import Config, ThresholdConfig, dump_config, load_config, to_dict
-from src.data import Competition, digest, load_competition
+from src.data import Competition, digest
 from src.ema import EMA
 from src.errors import ArgParser, UserError, cli
 from src.fileio import read_json, write_json, write_text
-from src.folds import ensure_folds, folds_for_run, parse_folds
+from src.folds import folds_for_run, parse_folds
 from src.losses import make_loss
 from src.models import transformer as tm
 from src.progress import tqdm
@@ -678,9 +678,26 @@ def report_token_lengths(cfg: Config, comp: Competition, rd: RunDir) -> dict:
     return stats
 
 
+def train_run(cfg: Config, comp: Competition, folds, rd: RunDir,
+              callbacks: tuple[Callable[[dict], None], ...] = ()) -> None:
+    """Every check (`preflight`: settings, this data's run folder, each fold's reuse), then under the run lock:
+    writable outputs, config.yaml, and `train_folds`. What `python -m src.train`, train.sh and the notebooks run."""
+    from accelerate import PartialState
+
+    preflight(cfg, comp, folds, rd)  # every fold's reuse checked before any write
+    main_process = PartialState().is_main_process
+    with run_lock(rd) if main_process else contextlib.nullcontext():
+        if main_process:
+            prepare_outputs(rd, cfg, comp)
+            write_text(rd.config, dump_config(cfg))
+        train_folds(cfg, comp, folds, rd, callbacks)
+
+
 @cli
 def main(argv: list[str] | None = None) -> None:
     from accelerate import PartialState
+
+    from src.pipeline import setup_run
 
     p = ArgParser(prog="python -m src.train", description="Fine-tune a transformer per fold.")
     p.add_argument("--config", required=True, help="YAML config with model_type: transformer")
@@ -691,18 +708,10 @@ def main(argv: list[str] | None = None) -> None:
     if a.folds is not None:
         cfg.folds.run = parse_folds(a.folds, cfg.folds.n_folds)
     check_train_config(cfg)
-    folds_for_run(cfg)
-    comp = load_competition(cfg.data)
     state = PartialState(cpu=not torch.cuda.is_available())
-    with state.main_process_first():
-        folds, _ = ensure_folds(cfg, comp, verbose=state.is_main_process)
-    rd = RunDir.of(cfg)
-    preflight(cfg, comp, folds, rd)  # every fold's reuse checked before any write
-    with run_lock(rd) if state.is_main_process else contextlib.nullcontext():
-        if state.is_main_process:
-            prepare_outputs(rd, cfg, comp)
-            write_text(rd.config, dump_config(cfg))
-        train_folds(cfg, comp, folds, rd)
+    with state.main_process_first():  # the fold file made once
+        comp, folds, rd = setup_run(cfg, verbose=state.is_main_process)
+    train_run(cfg, comp, folds, rd)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from src.pack import pack, predict_packed
 from src.pipeline import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def snapshot(root):
@@ -27,6 +29,22 @@ def snapshot(root):
 def read_only(root):
     for p in [root, *root.rglob("*")]:
         p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def run_inference_notebook(pack_dir, exp, data_dir, out_dir):
+    """notebooks/kaggle-inference.ipynb executed with its parameters set; the wheel install is a dry run (the demo
+    wheel is no real package)."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(ROOT / "notebooks/kaggle-inference.ipynb", as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", []))
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell(
+        f"PACK, EXP, DATA_DIR, OUT_DIR = {str(pack_dir)!r}, {exp!r}, {str(data_dir)!r}, {str(out_dir)!r}\n"
+        "import subprocess\n_run = subprocess.run\n"
+        "subprocess.run = lambda cmd, **kw: _run([*cmd[:3], 'download', '--help'] if 'install' in cmd else cmd, **kw)"))
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(out_dir)}}).execute()
+    return nb
 
 
 def tiny_run(comp_dir, tiny_root, exp="tr", *extra):
@@ -65,6 +83,15 @@ def test_a_packed_run_predicts_from_a_read_only_pack(workdir, comp_dir, tiny_roo
                                pd.read_csv(workdir / "checkpoints/tr/test.csv").iloc[:, 1:].to_numpy(), atol=2e-5)
     assert result["oof"]["macro_f1"] == pytest.approx(original["oof"]["macro_f1"])
     assert predict_packed(packed, "tf", comp_dir, out)["complete"]  # a TF-IDF run: its packed probabilities
+    working = tmp_path / "kaggle-working"  # the inference notebook, as Kaggle runs it (Internet off)
+    working.mkdir()
+    nb = run_inference_notebook(packed, "tr", comp_dir, working)
+    assert snapshot(packed) == before
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert f"code: {packed / 'src'}" in printed and "wheels installed: ['demo-1.0-py3-none-any.whl']" in printed
+    pd.testing.assert_frame_equal(pd.read_csv(working / "checkpoints/tr/test.csv"),
+                                  pd.read_csv(out / "checkpoints/tr/test.csv"))
+    assert (working / "submission.csv").is_file()
     with pytest.raises(UserError, match=r"is not a packed run \(runs in .*: tf, tr\)"):
         predict_packed(packed, "nope", comp_dir, out)
 

@@ -1,4 +1,5 @@
 import json
+import os
 
 import pandas as pd
 import pytest
@@ -85,3 +86,17 @@ def test_run_takes_folds_between_overrides_on_the_command_line(workdir, comp_dir
     assert metrics["folds"] == [1, 2] and not metrics["complete"]
     with pytest.raises(SystemExit):
         cli_main(["run", f"data.data_dir={comp_dir}", "--folds", "5", "folds.n_folds=5"])
+
+
+def test_the_cli_runs_from_any_folder_once_setup_installed_the_kit(tmp_path):
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    try:
+        metadata.version("multilabel-text-kit")
+    except metadata.PackageNotFoundError:
+        pytest.skip("the kit is not installed in this python (setup.sh installs it)")
+    p = subprocess.run([sys.executable, "-m", "src", "config", "--get", "exp", "exp=x1"], cwd=tmp_path,
+                       capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert p.returncode == 0 and p.stdout.strip() == "x1", p.stderr

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -150,34 +151,220 @@ def plain_env(tmp_path, **extra) -> dict:
 ])
 def test_bad_arguments_stop_with_one_line(tmp_path, args):
     out = subprocess.run(["bash", str(ROOT / "train.sh"), *args], env=plain_env(tmp_path), capture_output=True,
-                         text=True)
+                         text=True, cwd=ROOT)
     assert out.returncode == 2, (args, out.stderr)
     assert out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1, (args, out.stderr)
     assert not out.stdout and not (tmp_path / "logs").exists()  # refused before anything
 
 
-@pytest.mark.parametrize("env", [{"NUM_PROCESSES": "two"}, {"NUM_PROCESSES": "0"}, {"PYTHON": "/no/such/python"}])
-def test_bad_environment_stops_with_one_line(tmp_path, env):
-    out = subprocess.run(["bash", str(ROOT / "train.sh")], env=plain_env(tmp_path, **env), capture_output=True,
-                         text=True)
+@pytest.mark.parametrize("env, says", [({"NUM_PROCESSES": "two"}, "NUM_PROCESSES"),
+                                       ({"NUM_PROCESSES": "0"}, "NUM_PROCESSES"),
+                                       ({"PYTHON": "/no/such/python"}, "no python '/no/such/python'")])
+def test_bad_environment_stops_with_one_line(tmp_path, env, says):
+    data = make_competition(tmp_path / "comp", n_train=40, n_test=10)  # a data folder, so these checks are reached
+    out = subprocess.run(["bash", str(ROOT / "train.sh")], env=plain_env(tmp_path, DATA_DIR=str(data), **env),
+                         capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and len(out.stderr.splitlines()) == 1, out.stderr
+    assert says in out.stderr
 
 
 def test_data_dir_with_spaces_and_hash_reaches_the_run_literally(tmp_path):
     """DATA_DIR="<tmp>/comp #v2" trains on that folder (a YAML-parsed value would cut it at ' #' and train on the
     decoy <tmp>/comp next to it); `--folds 0-1` becomes folds.run=[0,1]."""
-    from src.smoke import make_competition
-
     make_competition(tmp_path / "comp", n_train=80, n_test=20, labels=["x", "y"], seed=5)  # the decoy
     data = make_competition(tmp_path / "comp #v2", n_train=120, n_test=30)
     args = [f"folds.dir={tmp_path}/folds", "folds.n_folds=2", f"output.checkpoints_dir={tmp_path}/ck",
             f"output.submissions_dir={tmp_path}/sub: final", "output.plots=false", "tfidf.min_df=1",
             "tfidf.n_jobs=1", "exp=spaced"]
     out = subprocess.run(["bash", str(ROOT / "train.sh"), "configs/tfidf.yaml", "--folds", "0-1", *args],
-                         env=plain_env(tmp_path, DATA_DIR=str(data)), capture_output=True, text=True)
+                         env=plain_env(tmp_path, DATA_DIR=str(data)), capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "folds.run=[0,1]" in out.stdout
     saved = yaml.safe_load((tmp_path / "ck" / "spaced" / "config.yaml").read_text())
     assert saved["data"]["data_dir"] == str(data) and saved["folds"]["run"] == [0, 1]
     sub = pd.read_csv(tmp_path / "sub: final" / "spaced.csv", dtype={"ID": str})
     validate(sub, pd.read_csv(data / "sample_submission.csv", dtype={"ID": str}))
+
+
+USAGE_WORDS = ["--folds", "--resume", "--wandb", "--submit", "DATA_DIR", "LOG_DIR", "USE_SYSTEM_PYTHON", "PYTHON",
+               "NUM_PROCESSES", "ALLOW_CPU", "PROGRESS_INTERVAL", "KAGGLE_COMPETITION", "WANDB_API_KEY"]
+
+
+@pytest.mark.parametrize("cmd, cwd", [
+    pytest.param(["bash", "train.sh", "--help"], ROOT, id="--help"),
+    pytest.param(["bash", "../train.sh", "-h"], ROOT / "configs", id="-h-from-another-folder"),
+    pytest.param(["bash", str(ROOT / "train.sh"), "configs/tfidf.yaml", "--folds", "0", "--help"], ROOT,
+                 id="after-other-arguments"),
+    pytest.param(["bash", "-s", "--", "--help"], ROOT, id="script-on-stdin"),  # curl ... | bash -s -- --help
+])
+def test_help_prints_the_usage(tmp_path, cmd, cwd):
+    with open(ROOT / "train.sh") as script:
+        out = subprocess.run(cmd, cwd=cwd, env=plain_env(tmp_path), capture_output=True, text=True, stdin=script)
+    assert out.returncode == 0 and not out.stderr, out.stderr
+    assert out.stdout.startswith("usage: bash train.sh") and "set -euo" not in out.stdout, out.stdout[:300]
+    assert all(word in out.stdout for word in USAGE_WORDS), [w for w in USAGE_WORDS if w not in out.stdout]
+    assert not (tmp_path / "logs").exists()
+
+
+def marker_python(tmp_path) -> Path:
+    """A stand-in python that only records that it ran (setup would start) and fails."""
+    py = tmp_path / "bin" / "python"
+    py.parent.mkdir(exist_ok=True)
+    py.write_text(f"#!/bin/sh\ntouch {shlex.quote(str(tmp_path / 'python-ran'))}\nexit 1\n")
+    py.chmod(0o755)
+    return py
+
+
+# (config text, DATA_DIR, overrides, the folder the error names, what it says); {tmp} is the caller's folder (the
+# test's tmp_path) and {repo} the repository: typed paths are the caller's, a config file's are the repository's.
+NO_DATA = [
+    pytest.param("exp: e\n", "nodata", [], "{tmp}/nodata", "does not exist (DATA_DIR)", id="DATA_DIR-relative"),
+    pytest.param("exp: e\n", "{tmp}/half", [], "{tmp}/half", "lacks test.csv, sample_submission.csv (DATA_DIR)",
+                 id="DATA_DIR-lacks-files"),
+    pytest.param("exp: e\n", "", ["data.data_dir=rel/comp"], "{tmp}/rel/comp",
+                 "does not exist (data.data_dir= on the command line)", id="override-relative"),
+    pytest.param("exp: e\n", "", ["data.data_dir=./rel", "exp=f"], "{tmp}/rel", "does not exist", id="override-dot"),
+    pytest.param("exp: e\n", "nodata", ["data.data_dir={tmp}/comp"], "{tmp}/nodata", "(DATA_DIR)",
+                 id="DATA_DIR-before-override"),
+    pytest.param("data:\n  data_dir: {tmp}/gone  # note\n", "", [], "{tmp}/gone", "does not exist (data.data_dir of",
+                 id="config-absolute"),
+    pytest.param("exp: e\ndata:   # the competition\n  name: x\n  # data_dir: {tmp}/comp\n"
+                 "  data_dir: 'no-such-data-9z'\nfolds:\n  n_folds: 2\n", "", [], "{repo}/no-such-data-9z",
+                 "relative to the repository", id="config-relative-is-the-repository's"),
+]
+
+
+@pytest.mark.parametrize("config, data_dir, overrides, folder, says", NO_DATA)
+def test_missing_data_folder_stops_before_setup(tmp_path, config, data_dir, overrides, folder, says):
+    """The data folder is checked before setup (minutes on a fresh pod), with the absolute path tried: DATA_DIR,
+    else data.data_dir= on the command line (both from the caller's folder), else the config file's (a text read;
+    relative to the repository)."""
+    make_competition(tmp_path / "comp", n_train=40, n_test=10)
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "train.csv").write_text("ID,Tweet,a\n1,x,0\n")
+    fill = lambda text: text.format(tmp=tmp_path, repo=ROOT)  # noqa: E731
+    (tmp_path / "c.yaml").write_text(fill(config))
+    env = plain_env(tmp_path, PYTHON=str(marker_python(tmp_path)), DATA_DIR=fill(data_dir))
+    out = subprocess.run(["bash", str(ROOT / "train.sh"), str(tmp_path / "c.yaml"), *map(fill, overrides)],
+                         cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    assert out.stderr.startswith(f"error: data folder {fill(folder)} ") and says in out.stderr, out.stderr
+    assert len(out.stderr.splitlines()) == 1 and not out.stdout
+    assert not (tmp_path / "python-ran").exists() and not (tmp_path / "logs").exists()  # before any setup
+
+
+@pytest.mark.parametrize("config", [
+    pytest.param('data:\n  data_dir: "{tmp}/comp #v2"  # quoted: the " #v2" is part of it\n', id="quoted"),
+    pytest.param("exp: e\ndata: # here\n  data_dir: {tmp}/comp #v2\nfolds:\n  n_folds: 2\n", id="comment"),
+    pytest.param("data: {{data_dir: {tmp}/nowhere}}\n", id="flow-style-left-to-the-run"),  # not read as text
+])
+def test_data_folder_check_passes_a_good_folder(tmp_path, config):
+    make_competition(tmp_path / "comp #v2", n_train=40, n_test=10)
+    make_competition(tmp_path / "comp", n_train=40, n_test=10)
+    (tmp_path / "c.yaml").write_text(config.format(tmp=tmp_path))
+    out = subprocess.run(["bash", str(ROOT / "train.sh"), str(tmp_path / "c.yaml")], cwd=tmp_path,
+                         env=plain_env(tmp_path, PYTHON=str(marker_python(tmp_path))), capture_output=True, text=True)
+    assert "data folder" not in out.stderr, out.stderr
+    assert (tmp_path / "python-ran").exists()  # on to setup (which the stand-in python fails)
+
+
+def recording_python(tmp_path) -> Path:
+    """A python that records each call's first arguments and PROGRESS_INTERVAL, prints a progress bar's carriage-
+    return updates before `-m src run`, fails `-m src folds` with exit status $FAIL_FOLDS if set, else runs."""
+    py = tmp_path / "bin" / "python"
+    py.parent.mkdir(exist_ok=True)
+    py.write_text(f"""#!/bin/sh
+echo "$1 $2 $3 PROGRESS_INTERVAL=${{PROGRESS_INTERVAL-unset}}" >> {shlex.quote(str(tmp_path / 'calls'))}
+case "$1 $2 $3" in
+  "-m src run") printf 'bar  0%%\\rbar 50%%\\rbar 100%%\\n' >&2 ;;
+  "-m src folds") [ -z "${{FAIL_FOLDS:-}}" ] || exit "$FAIL_FOLDS" ;;
+esac
+exec {shlex.quote(sys.executable)} "$@"
+""")
+    py.chmod(0o755)
+    return py
+
+
+def calls(tmp_path) -> dict[str, str]:
+    """'-m src run' -> its PROGRESS_INTERVAL as recording_python saw it."""
+    lines = (tmp_path / "calls").read_text().splitlines()
+    return {line.split(" PROGRESS_INTERVAL=")[0]: line.split(" PROGRESS_INTERVAL=")[1]
+            for line in lines if line.startswith("-m src ")}
+
+
+STAMPED = re.compile(r"\[\d\d:\d\d:\d\d\]( .*)?")
+
+
+def test_relative_paths_are_the_callers_and_the_log_is_per_run(tmp_path):
+    """From another folder: a relative config, DATA_DIR, LOG_DIR and path overrides mean that folder (not the
+    repository); --folds between overrides; the log is named by exp and the start time, holds each line stamped,
+    a progress bar's last state only, and the elapsed time and exit status; the screen gets the live output."""
+    data = make_competition(tmp_path / "comp", n_train=120, n_test=30)
+    (tmp_path / "x.yaml").write_text("exp: rel\nmodel_type: tfidf\ntfidf:\n  min_df: 1\n  n_jobs: 1\n")
+    env = plain_env(tmp_path, PYTHON=str(recording_python(tmp_path)), DATA_DIR="comp", LOG_DIR="lg")
+    out = subprocess.run(["bash", str(ROOT / "train.sh"), "x.yaml", "output.checkpoints_dir=ck", "folds.n_folds=2",
+                          "--folds", "0-1", "output.submissions_dir=./sub", "folds.dir=fo", "output.plots=false"],
+                         cwd=tmp_path, env=env, capture_output=True)  # bytes: text mode would turn \r into \n
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    saved = yaml.safe_load((tmp_path / "ck" / "rel" / "config.yaml").read_text())
+    assert saved["data"]["data_dir"] == str(data) and saved["folds"]["dir"] == str(tmp_path / "fo")
+    assert saved["folds"]["run"] == [0, 1] and saved["folds"]["n_folds"] == 2
+    assert saved["output"]["submissions_dir"] == str(tmp_path / "sub") and list((tmp_path / "fo").glob("*.csv"))
+    validate(pd.read_csv(tmp_path / "sub" / "rel.csv", dtype={"ID": str}),
+             pd.read_csv(data / "sample_submission.csv", dtype={"ID": str}))
+    assert not any((ROOT / d).exists() for d in ("ck", "sub", "fo", "lg", "comp"))
+
+    assert b"bar  0%\rbar 50%\rbar 100%\n" in out.stdout  # the screen: live
+    assert set(calls(tmp_path).values()) == {"unset"}  # not a terminal: the progress bars' own default
+    logs = list((tmp_path / "lg").iterdir())
+    assert len(logs) == 1 and re.fullmatch(r"rel-\d{8}-\d{6}\.log", logs[0].name), logs
+    log = logs[0].read_bytes().decode()
+    lines = log.split("\n")[:-1]
+    assert "\r" not in log and all(STAMPED.fullmatch(line) for line in lines), [line for line in lines
+                                                                              if not STAMPED.fullmatch(line)]
+    assert "train.sh: rel started " in lines[0] and str(logs[0]) in lines[0]
+    assert re.fullmatch(r"\[[\d:]{8}\] train\.sh: rel done in 0:\d\d:\d\d \(exit status 0\)", lines[-1]), lines[-1]
+    assert [line[11:] for line in lines if "bar" in line] == ["bar 100%"]
+    assert "[rel] submission: " in log and "folds.run=[0,1]" in lines[0]
+
+
+def run_in_terminal(cmd, cwd, env, timeout=180) -> tuple[int, bytes]:
+    """Run cmd with stdout and stderr on a pseudo-terminal: (exit status, what the terminal showed)."""
+    import pty
+    import select
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                            start_new_session=True)
+    os.close(slave)
+    shown, deadline = b"", time.time() + timeout
+    try:
+        while time.time() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                try:
+                    data = os.read(master, 1 << 16)
+                except OSError:  # EIO: every process let go of the terminal
+                    break
+                if not data:
+                    break
+                shown += data
+        else:
+            os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        os.close(master)
+    return proc.wait(timeout=30), shown
+
+
+def test_terminal_gets_live_progress_and_a_failed_run_logs_its_status(tmp_path):
+    """On a terminal the progress bars refresh every second (PROGRESS_INTERVAL=1, else 30 s); a failing step ends
+    the log with the elapsed time and its exit status."""
+    data = make_competition(tmp_path / "comp", n_train=40, n_test=10)
+    env = plain_env(tmp_path, PYTHON=str(recording_python(tmp_path)), DATA_DIR=str(data), FAIL_FOLDS="3")
+    rc, shown = run_in_terminal(["bash", str(ROOT / "train.sh"), "exp=tty", f"folds.dir={tmp_path}/fo",
+                                 f"output.checkpoints_dir={tmp_path}/ck"], tmp_path, env)
+    assert rc == 3, shown[-2000:]
+    assert calls(tmp_path)["-m src folds"] == "1"
+    (log,) = (tmp_path / "logs").glob("tty-*.log")
+    last = log.read_text().splitlines()[-1]
+    assert re.fullmatch(r"\[[\d:]{8}\] train\.sh: tty stopped after 0:\d\d:\d\d \(exit status 3\)", last), last
+    assert b"train.sh: tty stopped after" in shown
