@@ -74,7 +74,8 @@ def dataset_name(cfg: DataConfig) -> str:
 
 def missing_data_message(data_dir: Path) -> str:
     return (
-        f"data folder '{data_dir}' lacks {', '.join(f for f in FILES if not (data_dir / f).is_file())}. "
+        f"data folder '{data_dir}' ({Path(data_dir).absolute()}) lacks "
+        f"{', '.join(f for f in FILES if not (data_dir / f).is_file())}. "
         f"Get the competition files with `kaggle competitions download -c <competition> -p {data_dir} && "
         f"unzip -o {data_dir}/*.zip -d {data_dir}`, or build them from the original SemEval-2018 E-c files "
         f"with `python -m src.data semeval <folder with 2018-E-c-En-*.txt> {data_dir}`, "

@@ -40,7 +40,7 @@ def test_cli_bad_data_dir_is_one_line(workdir, capsys):
         cli_main(["run", "data.data_dir=nowhere"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: data folder 'nowhere' lacks") and "\n" not in err
+    assert err.startswith(f"error: data folder 'nowhere' ({workdir / 'nowhere'}) lacks") and "\n" not in err
     assert "kaggle competitions download" in err and "python -m src.data semeval" in err
 
 
