@@ -537,8 +537,19 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def dump_config(cfg: Config) -> str:
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+PATH_KEYS = ("data.data_dir", "folds.dir", "output.checkpoints_dir", "output.submissions_dir", "probe.cache_dir")
+
+
+def dump_config(cfg: Config, absolute: bool = False) -> str:
+    """The config as YAML; `absolute` (a run's saved config.yaml): folder settings as absolute paths, so the run
+    says where its data, folds and outputs were whatever folder it is read from later."""
+    tree = to_dict(cfg)
+    if absolute:
+        for key in PATH_KEYS:
+            section, name = key.split(".")
+            if tree[section][name]:
+                tree[section][name] = str(Path(tree[section][name]).expanduser().absolute())
+    return yaml.safe_dump(tree, sort_keys=False)
 
 
 def keys(cls: type = None, prefix: str = "") -> list[tuple[str, str, Any]]:

@@ -204,7 +204,7 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
     rd = RunDir.of(cfg)
     with run_lock(rd):
         prepare_outputs(rd, cfg, comp)
-        write_text(rd.config, dump_config(cfg))
+        write_text(rd.config, dump_config(cfg, absolute=True))
         write_probs(rd.oof, comp.train_ids, np.tensordot(w, X, axes=1), comp.labels, fold)
         write_probs(rd.test, comp.test_ids, np.tensordot(w, X_test, axes=1), comp.labels)
         result = finalize(cfg, comp, folds, wall_s=time.time() - t0)

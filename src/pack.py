@@ -73,6 +73,9 @@ def pack(exps: list[str], out: str | Path, overrides: list[str] | None = None, w
             gone = [str(rd.step(k, s)) for k, s in steps.items() if not rd.step(k, s).is_dir()]
             if gone:
                 raise UserError(f"selected checkpoints are missing: {', '.join(gone)}")
+        if not fold_path(cfg).is_file():
+            raise UserError(f"{fold_path(cfg).absolute()} (the fold file of {rd.root}) is missing: set folds.dir= "
+                            "to the folder that holds it")
         fold_files.add(fold_path(cfg))
         runs.append((exp, cfg, rd, steps))
     if len(fold_files) > 1:

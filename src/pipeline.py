@@ -65,7 +65,7 @@ def run(cfg: Config) -> dict:
     preflight(cfg, comp, folds, rd)
     with run_lock(rd):
         prepare_outputs(rd, cfg, comp)
-        write_text(rd.config, dump_config(cfg))
+        write_text(rd.config, dump_config(cfg, absolute=True))
         print(f"[{cfg.exp}] {cfg.model_type} on {comp.name}: {len(comp.train)} train / {len(comp.test)} test rows, "
               f"{len(comp.labels)} labels, folds {fold_file}"
               + (f"; partial run ({partial_reason(cfg)}): outputs in {rd.out}" if rd.partial else ""))

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
     with run_lock(rd):
         prepare_outputs(rd, cfg, comp)
         if not rd.config.is_file():
-            write_text(rd.config, dump_config(cfg))
+            write_text(rd.config, dump_config(cfg, absolute=True))
         predict(cfg, comp, folds, rd)
         return finalize(cfg, comp, folds, wall_s=time.time() - t0)
 

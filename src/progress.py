@@ -3,7 +3,8 @@
     from src.progress import tqdm
 
 A notebook with ipywidgets gets widget bars; a terminal gets a live bar; a notebook without widgets, a log file or
-a pipe gets a refresh at most every 30 s (`PROGRESS_INTERVAL` seconds), not a stream of carriage-return updates.
+a pipe gets a refresh at most every 30 s (`PROGRESS_INTERVAL` seconds), not a stream of carriage-return updates,
+and no transient inner bars (`leave=False`), whose cursor moves would litter a log.
 """
 
 from __future__ import annotations
@@ -32,4 +33,6 @@ def tqdm(*args, **kwargs):
         return widget_bar(*args, **kwargs)
     interactive = sys.stderr.isatty() and "ipykernel" not in sys.modules
     kwargs.setdefault("mininterval", float(os.environ.get("PROGRESS_INTERVAL", 0.1 if interactive else 30)))
+    if not interactive and kwargs.get("leave") is False:  # a transient inner bar: cursor moves in a log, no use
+        kwargs["disable"] = True
     return _text_bar(*args, **kwargs)

@@ -689,7 +689,7 @@ def train_run(cfg: Config, comp: Competition, folds, rd: RunDir,
     with run_lock(rd) if main_process else contextlib.nullcontext():
         if main_process:
             prepare_outputs(rd, cfg, comp)
-            write_text(rd.config, dump_config(cfg))
+            write_text(rd.config, dump_config(cfg, absolute=True))
         train_folds(cfg, comp, folds, rd, callbacks)
 
 

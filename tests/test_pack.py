@@ -126,3 +126,22 @@ def test_a_packed_lora_run_reads_its_base_model_from_where_it_is_attached(workdi
     assert (tmp_path / "w2/submission.csv").is_file() and result["complete"]
     np.testing.assert_allclose(pd.read_csv(tmp_path / "w2/checkpoints/lo/test.csv").iloc[:, 1:].to_numpy(),
                                pd.read_csv(workdir / "checkpoints/lo/test.csv").iloc[:, 1:].to_numpy(), atol=2e-5)
+
+
+def test_a_run_packs_from_any_folder_and_a_missing_fold_file_writes_nothing(workdir, comp_dir, tmp_path,
+                                                                            monkeypatch):
+    import yaml
+
+    run(load_config(None, [f"data.data_dir={comp_dir}", "exp=tf", "folds.n_folds=3", "tfidf.min_df=1",
+                           "output.plots=false"]))
+    saved = yaml.safe_load((workdir / "checkpoints/tf/config.yaml").read_text())
+    assert saved["folds"]["dir"] == str(workdir / "folds")  # where the run's folds were, from any folder
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ck = f"output.checkpoints_dir={workdir / 'checkpoints'}"
+    assert pack(["tf"], "pk", [ck])["fold_file"] == "data_k3_s42.csv"
+    (workdir / "folds/data_k3_s42.csv").unlink()
+    with pytest.raises(UserError, match=r"data_k3_s42.csv \(the fold file of .*checkpoints/tf\) is missing"):
+        pack(["tf"], "pk2", [ck])
+    assert not (elsewhere / "pk2").exists()
