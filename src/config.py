@@ -468,15 +468,9 @@ def check(cfg: Config, need_exp: bool = True) -> Config:
 
 def _read_yaml(p: Path, what: str):
     """The YAML document in `p`; unreadable, non-UTF-8 or invalid YAML is a one-line error naming the file."""
-    try:
-        text = p.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{what} not found: {p}") from None
-    except OSError as e:
-        raise UserError(f"cannot read {what} {p}: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{what} {p} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}): "
-                        "re-save it as UTF-8") from None
+    from src.fileio import read_utf8
+
+    text = read_utf8(p, what)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:

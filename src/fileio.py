@@ -110,6 +110,20 @@ def _read_bytes(path: Path) -> bytes:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
 
 
+def read_utf8(path: str | Path, what: str = "file") -> str:
+    """A file's UTF-8 text (possibly empty); a missing, unreadable or non-UTF-8 file is a UserError naming it."""
+    path = Path(path)
+    try:
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{what} not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}; "
+                        "truncated or corrupted?): re-save it as UTF-8") from None
+
+
 def read_json(path: str | Path):
     """The JSON document in `path`; a missing, unreadable or invalid (truncated, corrupted) file is a UserError."""
     path = Path(path)

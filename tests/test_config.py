@@ -229,7 +229,7 @@ def test_every_shipped_config_passes_the_checks(path):
 def test_a_config_file_that_is_not_utf8_or_not_yaml_is_one_line_naming_it(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_bytes(b"exp: caf\xe9\n")
-    with pytest.raises(UserError, match=rf"^config file {p} is not UTF-8 text \(byte 0xe9 at offset 8\)"):
+    with pytest.raises(UserError, match=rf"^config file {p} is not UTF-8 text \(byte 0xe9 at offset 8"):
         load_config(p)
     with pytest.raises(UserError, match=rf"^the run config {p} is not UTF-8 text"):
         load_saved_sections(p, ["data"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from src.errors import UserError
-from src.fileio import atomic_path
+from src.fileio import atomic_path, read_utf8
 from src.rundir import RunDir, write_probs
 
 
@@ -36,14 +36,7 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
 
 def read_jsonl(path: Path) -> list[dict]:
     """One JSON object per line; a missing, non-UTF-8 or damaged file is a UserError naming the file and line."""
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise UserError(f"{path} is missing") from None
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text (truncated or corrupted?)") from None
+    text = read_utf8(path, "step log")
     records = []
     for i, line in enumerate(text.splitlines(), 1):
         if line.strip():
