@@ -9,7 +9,7 @@ passes when the command exits 2, its last stderr line is `error: ...` (holding t
 traceback was printed and no file of the folder was added, changed or removed; a case expecting success passes when
 it exits 0 and leaves a submission with sample_submission.csv's header and ids and 0/1 values. `either` cases
 accept both; every case may add its own check. `--only` matches `tag/name`; `--out` keeps every folder there.
-Results go to bench/results/faults.json; the exit code is 1 if any case failed.
+Results go to bench/results/faults.json (with --only: a temp file); the exit code is 1 if any case failed.
 """
 
 from __future__ import annotations
@@ -951,7 +951,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--jobs", type=int, default=2, help="cases run in parallel")
     p.add_argument("--out", default="", help="folder for fixtures and case folders (kept; default: a temp folder)")
-    p.add_argument("--results", default=str(ROOT / "bench/results/faults.json"))
+    p.add_argument("--results", default="", help="results JSON (default: bench/results/faults.json for the whole "
+                                                 "campaign, a temp file with --only: the committed record stays)")
     a = p.parse_args(argv)
     try:
         pattern = re.compile(a.only)
@@ -991,7 +992,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in results if r["status"] == "FAIL"]
     if failed:
         print("failed: " + ", ".join(f"{r['tag']}/{r['name']}" for r in failed))
-    results_path = Path(a.results)
+    results_path = Path(a.results or (ROOT / "bench/results/faults.json" if not a.only
+                                      else Path(tempfile.gettempdir()) / "faults-only.json"))
     results_path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"summary": {**counts, "wall_s": round(wall, 1), "jobs": a.jobs, "only": a.only,
                        "command": " ".join([Path(PY).name, "bench/faults.py", *(argv if argv is not None
