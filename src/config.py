@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from src.errors import ArgParser, UserError, cli
+from src.fileio import read_utf8
 
 
 @dataclass
@@ -299,10 +300,7 @@ def _build(cls: type, values: dict, prefix: str = ""):
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        close = difflib.get_close_matches(unknown[0], names, n=1)
-        raise UserError(f"unknown config key '{prefix}{unknown[0]}'"
-                        + (f"; did you mean '{prefix}{close[0]}'?" if close else "")
-                        + f" (valid here: {', '.join(sorted(names))}; every key: python -m src config --keys)")
+        raise _unknown_key(prefix, unknown[0], names)
     obj = cls()
     for k, v in values.items():
         current = getattr(obj, k)
@@ -317,17 +315,25 @@ def _build(cls: type, values: dict, prefix: str = ""):
 def _key_type(key: str) -> Any:
     """The annotated type of a dotted config key (Any inside `extra`); an unknown key is a UserError."""
     tp: Any = Config
-    for part in key.split("."):
+    parts = key.split(".")
+    for i, part in enumerate(parts):
         if tp is Any or typing.get_origin(tp) is dict:
             return Any
         hints = typing.get_type_hints(tp) if dataclasses.is_dataclass(tp) else {}
         if part not in hints:
-            close = difflib.get_close_matches(part, hints, n=1)
-            valid = (f"; did you mean '{key.rsplit(part, 1)[0]}{close[0]}'?" if close else "") + \
-                (f" (valid here: {', '.join(sorted(hints))}; every key: python -m src config --keys)" if hints else "")
-            raise UserError(f"unknown config key '{key}'{valid}")
+            raise _unknown_key("".join(f"{x}." for x in parts[:i]), part, hints, key)
         tp = hints[part]
     return tp
+
+
+def _unknown_key(prefix: str, part: str, names, key: str = "") -> UserError:
+    """The error for config key `key` (default prefix + part) whose `part` is not among `names`: the closest valid
+    name, the valid ones at that level, and where to list every key."""
+    close = difflib.get_close_matches(part, names, n=1)
+    return UserError(f"unknown config key '{key or prefix + part}'"
+                     + (f"; did you mean '{prefix}{close[0]}'?" if close else "")
+                     + (f" (valid here: {', '.join(sorted(names))}; every key: python -m src config --keys)"
+                        if names else ""))
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:
@@ -468,8 +474,6 @@ def check(cfg: Config, need_exp: bool = True) -> Config:
 
 def _read_yaml(p: Path, what: str):
     """The YAML document in `p`; unreadable, non-UTF-8 or invalid YAML is a one-line error naming the file."""
-    from src.fileio import read_utf8
-
     text = read_utf8(p, what)
     try:
         return yaml.safe_load(text)

@@ -173,8 +173,8 @@ def predict_packed(pack_dir: str | Path, exp: str, data_dir: str | Path, out_dir
     comp = load_competition(cfg.data)
     folds, _ = ensure_folds(cfg, comp, verbose=False)  # the pack's fold file: read, never written
     rd = RunDir.of(cfg)
+    link_run(source, rd.root)
     if cfg.model_type == "transformer":
-        link_run(source, rd.root)
         preflight(cfg, comp, folds, rd, predict_only=True)  # checked as trained
         if base_model:
             cfg.model.name_or_path = base_model  # the same base model, read from where it is attached
@@ -183,7 +183,6 @@ def predict_packed(pack_dir: str | Path, exp: str, data_dir: str | Path, out_dir
             predict(cfg, comp, folds, rd, cache=False)
             result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
     else:  # a run without checkpoints (TF-IDF, probe, LLM scoring): its packed OOF and test probabilities
-        link_run(source, rd.root)
         result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
     if result.get("submission"):
         shutil.copy2(result["submission"], out_dir / "submission.csv")

@@ -73,17 +73,28 @@ def run(cfg: Config) -> dict:
         return finalize(cfg, comp, folds, wall_s=time.time() - t0)
 
 
+def check_ids(path, ids: pd.Series, expected: list[str], source: str, partial: bool) -> None:
+    """A probability file's ids: each once, only `expected` ones (those of `source`), and every one of them unless
+    the run is partial; else a UserError naming the file."""
+    twice = ids[ids.duplicated()]
+    if len(twice):
+        raise UserError(f"{path} lists {twice.nunique()} ids more than once (e.g. {twice.iloc[0]})")
+    unknown = sorted(set(ids) - set(expected))
+    if unknown:
+        raise UserError(f"{path} has {len(unknown)} ids that are not in {source} (e.g. {unknown[0]})")
+    if len(ids) != len(expected) and not partial:
+        missing = sorted(set(expected) - set(ids))
+        raise UserError(f"{path} covers {len(ids)} of {len(expected)} {source.removesuffix('.csv')} rows (missing "
+                        f"e.g. {missing[0]}): a damaged file or an unfinished run; run the config again to rewrite it")
+
+
 def load_oof(rd: RunDir, comp: Competition, folds: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, bool]:
     """OOF frame in train order (rows present, their train row numbers in `rows`), its probabilities, and whether it
     covers every train id."""
     if not rd.oof.is_file():
         raise UserError(f"{rd.oof} does not exist: run this config first (python -m src run --config ...)")
     oof = read_probs(rd.oof, comp.labels)
-    if oof["id"].duplicated().any():
-        raise UserError(f"{rd.oof} lists some ids twice")
-    unknown = set(oof["id"]) - set(comp.train_ids)
-    if unknown:
-        raise UserError(f"{rd.oof} has {len(unknown)} ids that are not in train.csv (e.g. {sorted(unknown)[0]})")
+    check_ids(rd.oof, oof["id"], comp.train_ids, "train.csv", rd.partial)
     order = pd.Series(range(len(comp.train)), index=comp.train_ids)
     rows = order.loc[oof["id"]].to_numpy()
     if "fold" in oof.columns:
@@ -92,31 +103,17 @@ def load_oof(rd: RunDir, comp: Competition, folds: pd.DataFrame) -> tuple[pd.Dat
     keep = np.argsort(rows, kind="stable")
     oof = oof.iloc[keep].reset_index(drop=True)
     oof.attrs["rows"] = rows[keep]
-    complete = len(oof) == len(comp.train)
-    if not complete and not rd.partial:
-        missing = sorted(set(comp.train_ids) - set(oof["id"]))
-        raise UserError(f"{rd.oof} covers {len(oof)} of {len(comp.train)} train rows (missing e.g. {missing[0]}): "
-                        "a damaged file or an unfinished run; run the config again to rewrite it")
-    return oof, oof[comp.labels].to_numpy(np.float64), complete
+    return oof, oof[comp.labels].to_numpy(np.float64), len(oof) == len(comp.train)
 
 
 def load_test(rd: RunDir, comp: Competition) -> pd.DataFrame | None:
-    """test.csv checked: each id once, only test.csv's ids, and (for a complete run) every one of them."""
+    """test.csv checked (`check_ids`); None for a partial run without one."""
     if not rd.test.is_file():
         if rd.partial:
             return None
         raise UserError(f"{rd.test} does not exist: run this config again to write it")
     test = read_probs(rd.test, comp.labels)
-    twice = test["id"][test["id"].duplicated()]
-    if len(twice):
-        raise UserError(f"{rd.test} lists {twice.nunique()} ids more than once (e.g. {twice.iloc[0]})")
-    unknown = sorted(set(test["id"]) - set(comp.test_ids))
-    if unknown:
-        raise UserError(f"{rd.test} has {len(unknown)} ids that are not in test.csv (e.g. {unknown[0]})")
-    if len(test) != len(comp.test) and not rd.partial:
-        missing = sorted(set(comp.test_ids) - set(test["id"]))
-        raise UserError(f"{rd.test} covers {len(test)} of {len(comp.test)} test rows (missing e.g. {missing[0]}): "
-                        "a damaged file or an unfinished run; run the config again to rewrite it")
+    check_ids(rd.test, test["id"], comp.test_ids, "test.csv", rd.partial)
     return test
 
 

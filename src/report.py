@@ -149,12 +149,15 @@ def error_table(ids: list[str], texts: list[str], Y: np.ndarray, probs: np.ndarr
     return pd.DataFrame(rows, columns=["label", "error", "id", "prob", "threshold", "true_labels", "text"])
 
 
-def token_lengths(lengths: np.ndarray, max_length: int, path: Path, title: str) -> dict:
-    """Percentiles of token counts (before truncation) and the share cut by `max_length`; a histogram PNG."""
+def token_lengths(lengths: np.ndarray, max_length: int, path: Path | None = None, title: str = "") -> dict:
+    """Percentiles of token counts (before truncation) and the share cut by `max_length`; with `path`, a histogram
+    PNG."""
     lengths = np.asarray(lengths)
     stats = {f"p{q}": int(np.percentile(lengths, q)) for q in (50, 90, 95, 99)}
     stats |= {"max": int(lengths.max()), "texts": int(len(lengths)), "max_length": int(max_length),
               "truncated_share": round(float((lengths > max_length).mean()), 4)}
+    if path is None:
+        return stats
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.hist(lengths, bins=min(60, max(10, len(np.unique(lengths)))), color="tab:blue")
     ax.axvline(max_length, c="tab:red", ls="--", label=f"max_length {max_length}: "

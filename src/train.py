@@ -666,12 +666,9 @@ def report_token_lengths(cfg: Config, comp: Competition, rd: RunDir) -> dict:
     from src import report
 
     counts = tm.token_counts(cfg, comp.train_texts + comp.test_texts)
-    title = f"Token lengths of train + test texts ({Path(cfg.model.name_or_path).name} tokenizer)"
-    if cfg.output.plots:
-        stats = report.token_lengths(counts, cfg.model.max_length, rd.report / "token_lengths.png", title)
-    else:
-        stats = {"p50": int(np.median(counts)), "p95": int(np.percentile(counts, 95)), "max": int(counts.max()),
-                 "truncated_share": round(float((counts > cfg.model.max_length).mean()), 4)}
+    stats = report.token_lengths(counts, cfg.model.max_length,
+                                 rd.report / "token_lengths.png" if cfg.output.plots else None,
+                                 f"Token lengths of train + test texts ({Path(cfg.model.name_or_path).name} tokenizer)")
     print(f"[{cfg.exp}] tokens per text (train + test): median {stats['p50']}, 95th percentile {stats['p95']}, max "
           f"{stats['max']}; model.max_length {cfg.model.max_length} truncates {100 * stats['truncated_share']:.1f}% "
           "of texts")
