@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +47,21 @@ class Competition:
     def Y(self) -> np.ndarray:
         return self.train[self.labels].to_numpy(dtype=np.int64)
 
-    @property
+    # Built once: callers index them row by row (`[comp.train_ids[i] for i in rows]`), which a property that
+    # rebuilt the list on every access made quadratic in rows (40 s of a GoEmotions finalize).
+    @cached_property
     def train_ids(self) -> list[str]:
         return self.train[self.id_col].tolist()
 
-    @property
+    @cached_property
     def test_ids(self) -> list[str]:
         return self.test[self.id_col].tolist()
 
-    @property
+    @cached_property
     def train_texts(self) -> list[str]:
         return self.train[self.text_col].tolist()
 
-    @property
+    @cached_property
     def test_texts(self) -> list[str]:
         return self.test[self.text_col].tolist()
 

@@ -97,28 +97,36 @@ def transform(members: list[Member], method: str) -> tuple[np.ndarray, np.ndarra
             np.stack([percentiles(m.oof, m.test) for m in members]))
 
 
-def per_label_f1(Y: np.ndarray, probs: np.ndarray, tc: ThresholdConfig) -> np.ndarray:
+def per_label_f1(Y: np.ndarray, probs: np.ndarray, tc: ThresholdConfig, labels: list[str]) -> np.ndarray:
     """Per-label F1 after thresholds tuned on the same rows (what finalize reports)."""
     th = thresholds.tune(Y, probs, tc)
-    return metrics.f1_per_label(Y, thresholds.apply(probs, th, tc.min_one))
+    return metrics.f1_per_label(Y, thresholds.predict(probs, th, tc, labels))
 
 
-def score(Y: np.ndarray, probs: np.ndarray, tc: ThresholdConfig) -> float:
-    """OOF macro-F1 after thresholds tuned on the same rows."""
-    return float(per_label_f1(Y, probs, tc).mean())
+def score(Y: np.ndarray, probs: np.ndarray, tc: ThresholdConfig, labels: list[str], binned: bool = False) -> float:
+    """OOF macro-F1 after thresholds tuned on the same rows (`binned`: on a 1/1000 grid, for the weight search)."""
+    if not binned:
+        return float(per_label_f1(Y, probs, tc, labels).mean())
+    return metrics.macro_f1(Y, thresholds.predict(probs, thresholds.tune_binned(Y, probs, tc), tc, labels))
 
 
-def optimize(X: np.ndarray, Y: np.ndarray, tc: ThresholdConfig, trials: int = 200,
+def mix(w: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """The weighted mean of the members, clipped to [0, 1] (weights summing to 1 in floating point can overshoot)."""
+    return np.clip(np.tensordot(w, X, axes=1), 0.0, 1.0)
+
+
+def optimize(X: np.ndarray, Y: np.ndarray, tc: ThresholdConfig, labels: list[str], trials: int = 200,
              seed: int = 0, equal: bool = False) -> tuple[np.ndarray, float]:
     """Weights (non-negative, sum 1) over X's members maximizing `score` (`equal`: 1/n each); returns
-    (weights, score)."""
+    (weights, score). The search scores candidates with binned thresholds; the result is rescored exactly and is
+    never below the best single member."""
     n = len(X)
-    blend = lambda w: np.tensordot(w, X, axes=1)
+    blend = lambda w: mix(w, X)
     if equal:
-        return np.full(n, 1 / n), score(Y, blend(np.full(n, 1 / n)), tc)
+        return np.full(n, 1 / n), score(Y, blend(np.full(n, 1 / n)), tc, labels)
     rng = np.random.default_rng(seed)
     candidates = [np.full(n, 1 / n), *np.eye(n), *rng.dirichlet(np.ones(n), size=trials if n > 1 else 0)]
-    scores = [score(Y, blend(w), tc) for w in candidates]
+    scores = [score(Y, blend(w), tc, labels, binned=True) for w in candidates]
     i = int(np.argmax(scores))
     w, best = candidates[i].copy(), scores[i]
     for step in STEPS:  # move `step` of weight from one member to another while that helps
@@ -132,27 +140,27 @@ def optimize(X: np.ndarray, Y: np.ndarray, tc: ThresholdConfig, trials: int = 20
                 trial = w.copy()
                 trial[a] -= d
                 trial[b] += d
-                s = score(Y, blend(trial), tc)
+                s = score(Y, blend(trial), tc, labels, binned=True)
                 if s > best + 1e-12:
                     w, best, improved = trial, s, True
-    return w, best
+    exact = [(score(Y, blend(c), tc, labels), i) for i, c in enumerate([w, *np.eye(n)])]
+    best, i = max(exact, key=lambda t: (t[0], -t[1]))
+    return ([w, *np.eye(n)][i]).copy(), best
 
 
-def nested(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, tc: ThresholdConfig, trials: int,
+def nested(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, tc: ThresholdConfig, labels: list[str], trials: int,
            seed: int, equal: bool = False) -> tuple[float, list[float]]:
     """Macro-F1 when each fold's rows get weights and thresholds fitted on the other folds only.
 
     Returns (blend, [each member with thresholds fitted on the other folds])."""
     P_blend = np.zeros_like(Y)
-    P_members = [np.zeros_like(Y) for _ in X]
     for k in tqdm(np.unique(fold), desc="nested estimate", unit="fold"):
         fit, held = fold != k, fold == k
-        w, _ = optimize(X[:, fit], Y[fit], tc, trials, seed, equal)
-        b_fit, b_held = np.tensordot(w, X[:, fit], axes=1), np.tensordot(w, X[:, held], axes=1)
-        P_blend[held] = thresholds.apply(b_held, thresholds.tune(Y[fit], b_fit, tc), tc.min_one)
-        for m, P in enumerate(P_members):
-            P[held] = thresholds.apply(X[m, held], thresholds.tune(Y[fit], X[m, fit], tc), tc.min_one)
-    return metrics.macro_f1(Y, P_blend), [metrics.macro_f1(Y, P) for P in P_members]
+        w, _ = optimize(X[:, fit], Y[fit], tc, labels, trials, seed, equal)
+        b_fit, b_held = mix(w, X[:, fit]), mix(w, X[:, held])
+        P_blend[held] = thresholds.predict(b_held, thresholds.tune(Y[fit], b_fit, tc), tc, labels)
+    members = [metrics.macro_f1(Y, thresholds.crossfit(Y, x, fold, tc, labels)) for x in X]
+    return metrics.macro_f1(Y, P_blend), members
 
 
 def blend(names: list[str], out: str, overrides: list[str] | None = None, method: str = "prob",
@@ -179,8 +187,8 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
     Y, fold, tc = comp.Y, folds["fold"].to_numpy(), cfg.thresholds
     X, X_test = transform(members, method)
 
-    w, best = optimize(X, Y, tc, trials, seed, equal)
-    member_f1 = [score(Y, x, tc) for x in X]
+    w, best = optimize(X, Y, tc, comp.labels, trials, seed, equal)
+    member_f1 = [score(Y, x, tc, comp.labels) for x in X]
     info = {"method": method, "trials": 0 if equal else trials, "seed": seed, "equal": equal,
             "fold_file": str(fold_file),
             "members": {n: {"weight": round(float(wi), 4), "oof_macro_f1": round(f, 6)}
@@ -188,7 +196,7 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
             "oof_macro_f1": round(best, 6),
             "note": "in-sample: weights and thresholds are both fitted on this OOF (optimistic)"}
     if with_nested:
-        nb, nm = nested(X, Y, fold, tc, trials, seed, equal)
+        nb, nm = nested(X, Y, fold, tc, comp.labels, trials, seed, equal)
         info["nested_macro_f1"] = round(nb, 6)
         for n, v in zip(names, nm):
             info["members"][n]["nested_macro_f1"] = round(v, 6)
@@ -205,13 +213,13 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
     with run_lock(rd):
         prepare_outputs(rd, cfg, comp)
         write_text(rd.config, dump_config(cfg, absolute=True))
-        write_probs(rd.oof, comp.train_ids, np.tensordot(w, X, axes=1), comp.labels, fold)
-        write_probs(rd.test, comp.test_ids, np.tensordot(w, X_test, axes=1), comp.labels)
+        write_probs(rd.oof, comp.train_ids, mix(w, X), comp.labels, fold)
+        write_probs(rd.test, comp.test_ids, mix(w, X_test), comp.labels)
         result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
         result["ensemble"] = info
         write_json(rd.metrics, result)
         if cfg.output.plots:
-            f1s = {n: pd.Series(per_label_f1(Y, x, tc), index=comp.labels) for n, x in zip(names, X)}
+            f1s = {n: pd.Series(per_label_f1(Y, x, tc, comp.labels), index=comp.labels) for n, x in zip(names, X)}
             report.f1_comparison({**f1s, out: pd.Series(result["per_label_f1"])}, rd.report / "blend_f1.png",
                                  "Per-label OOF F1 (tuned thresholds): members and blend")
 

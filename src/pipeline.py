@@ -38,6 +38,7 @@ def preflight(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir) -
     """The run folder is this data's (`check_run_data`), then the model family's own checks of settings and reusable
     state (`preflight` in its module), before any write."""
     check_run_data(cfg, comp, rd)
+    thresholds.exclusive_columns(cfg.thresholds, comp.labels)
     check = getattr(family(cfg.model_type), "preflight", None)
     if check is not None:
         check(cfg, comp, folds, rd)
@@ -149,7 +150,7 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
     rows = oof.attrs["rows"]
     Y = comp.Y[rows]
     th = thresholds.tune(Y, probs, cfg.thresholds)
-    P = thresholds.apply(probs, th, cfg.thresholds.min_one)
+    P = thresholds.predict(probs, th, cfg.thresholds, comp.labels)
     table = metrics.per_label_table(Y, P, probs, comp.labels)
     fold_of_row = folds["fold"].to_numpy()[rows]
     result = {
@@ -160,6 +161,9 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
         "oof_rows": len(oof),
         "oof": metrics.summary(Y, P),
         "oof_at_0.5": metrics.summary(Y, probs >= 0.5),
+        # honest: each fold's rows decided by thresholds tuned on the other folds (null for a one-fold run)
+        "oof_crossfit": metrics.summary(Y, thresholds.crossfit(Y, probs, fold_of_row, cfg.thresholds, comp.labels))
+        if len(np.unique(fold_of_row)) > 1 else None,
         "per_label_f1": table["f1"].round(6).to_dict(),
         "per_fold_macro_f1": {int(k): metrics.macro_f1(Y[fold_of_row == k], P[fold_of_row == k])
                               for k in np.unique(fold_of_row)},
@@ -168,7 +172,8 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
     if wall_s is not None:
         result["wall_s"] = round(wall_s, 2)
     sub = None if rd.partial else submission.build(
-        test["id"].tolist(), thresholds.apply(test[comp.labels].to_numpy(), th, cfg.thresholds.min_one), comp.sample)
+        test["id"].tolist(), thresholds.predict(test[comp.labels].to_numpy(), th, cfg.thresholds, comp.labels),
+        comp.sample)
     if sub is not None:
         submission.validate(sub, comp.sample, f"refusing to write {rd.submission}")
     write_json(rd.thresholds, thresholds.to_json(comp.labels, th, cfg.thresholds))
@@ -181,7 +186,10 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
     print(table.round(3).to_string())
     print(f"[{cfg.exp}] the worst OOF errors per label (false positives/negatives, with texts): "
           f"{rd.report / 'errors.csv'}")
-    print(f"[{cfg.exp}] OOF macro-F1 {result['oof']['macro_f1']:.4f} (at 0.5: {result['oof_at_0.5']['macro_f1']:.4f}), "
+    cross = result["oof_crossfit"]
+    print(f"[{cfg.exp}] OOF macro-F1 {result['oof']['macro_f1']:.4f} ("
+          + (f"thresholds tuned on the other folds: {cross['macro_f1']:.4f}; " if cross else "")
+          + f"at 0.5: {result['oof_at_0.5']['macro_f1']:.4f}), "
           f"micro-F1 {result['oof']['micro_f1']:.4f}, Jaccard {result['oof']['jaccard']:.4f}"
           + (f", {wall_s:.1f} s" if wall_s is not None else ""))
     if rd.partial:

@@ -5,7 +5,9 @@
 
 The lock is taken over when its holder is gone: a dead pid on this machine, or (another machine, e.g. a preempted
 Colab VM writing to Drive) a lock file not refreshed for `STALE_S` seconds; the holder refreshes it every minute.
-It is re-entrant within a process, so `run` -> `finalize` takes it once.
+It is re-entrant within a process, so `run` -> `finalize` takes it once. Training a subset of folds
+(`python -m src.train --folds 0-2`) holds `.lock-fold<k>` per fold instead, so other folds can train in other
+processes at once; a whole-run lock waits for none of them: it is refused while any fold lock is live.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from src.rundir import RunDir
 LOCK = ".lock"
 STALE_S = 600  # a lock file untouched this long belongs to a run that is gone
 HEARTBEAT_S = 60
+MUTEX_WAIT_S = 30.0  # fold locks are taken under the run lock; another process may hold it that long to take its own
 _held: dict[Path, int] = {}  # lock path -> depth, for this process
 
 
@@ -73,68 +76,128 @@ def _stale(path: Path, holder: dict) -> str:
     return ""
 
 
-def _create(path: Path) -> bool:
+def _create(path: Path, folds: list[int] | None = None) -> bool:
     try:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
     except FileExistsError:
         return False
     doc = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-           "command": " ".join(sys.argv)}
+           "command": " ".join(sys.argv), **({"folds": list(folds)} if folds else {})}
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(json.dumps(doc) + "\n")
     return True
 
 
-def _heartbeat(path: Path, stop: threading.Event) -> None:
+def _heartbeat(paths: list[Path], stop: threading.Event) -> None:
     while not stop.wait(HEARTBEAT_S):
-        try:
-            os.utime(path)
-        except OSError:
-            return
+        for path in paths:
+            try:
+                os.utime(path)
+            except OSError:
+                pass
 
 
-@contextmanager
-def run_lock(rd: RunDir) -> Iterator[Path]:
-    """Hold `checkpoints/<exp>/.lock` for the block; a live holder is a one-line error naming it."""
-    path = (rd.root / LOCK).resolve() if rd.root.exists() else rd.root.absolute() / LOCK
-    if path in _held:
-        _held[path] += 1
+def _busy(rd: RunDir, path: Path, holder: dict) -> UserError:
+    what = f" training its folds {', '.join(map(str, holder['folds']))}" if holder.get("folds") else ""
+    return UserError(f"{rd.root} is in use by another run{what} (pid {holder.get('pid', '?')} on "
+                     f"{holder.get('host', '?')} since {holder.get('started', '?')}: {holder.get('command', '?')}); "
+                     f"wait for it to finish, or delete {path} if it is gone")
+
+
+def _acquire(rd: RunDir, path: Path, folds: list[int] | None = None, wait_s: float = 0.0) -> None:
+    """Create the lock file `path` (taking over one whose holder is gone); a live holder is a UserError, after
+    waiting up to `wait_s` seconds for it to let go."""
+    deadline = time.time() + wait_s
+    tries = 0
+    while True:
         try:
-            yield path
-        finally:
-            _held[path] -= 1
-        return
-    new = not rd.root.exists()
-    make_dir(rd.root)
-    path = (rd.root / LOCK).resolve()
-    for _ in range(3):
-        try:
-            if _create(path):
-                break
+            if _create(path, folds):
+                return
         except OSError as e:
             raise UserError(f"cannot write the lock file {path}: {e.strerror}") from None
         holder = _holder(path)
         if holder is None:
-            continue
-        why = _stale(path, holder)
-        if not why:
-            raise UserError(f"{rd.root} is in use by another run (pid {holder.get('pid', '?')} on "
-                            f"{holder.get('host', '?')} since {holder.get('started', '?')}: "
-                            f"{holder.get('command', '?')}); wait for it to finish, or delete {path} if it is gone")
-        print(f"taking over the lock of a run that is gone ({why}): {path}")
-        path.unlink(missing_ok=True)
-    else:
-        raise UserError(f"could not take the lock {path}: another run keeps creating it")
-    _held[path] = 1
+            tries += 1
+        elif why := _stale(path, holder):
+            print(f"taking over the lock of a run that is gone ({why}): {path}")
+            path.unlink(missing_ok=True)
+            tries += 1
+        elif time.time() < deadline:
+            time.sleep(0.2)
+        else:
+            raise _busy(rd, path, holder)
+        if tries >= 3:
+            raise UserError(f"could not take the lock {path}: another run keeps creating it")
+
+
+def _live_fold_locks(rd: RunDir) -> list[tuple[Path, dict]]:
+    """Fold locks (`.lock-fold<k>`) of other processes that are still running."""
+    out = []
+    for path in sorted(rd.root.glob(LOCK + "-fold*")):
+        holder = _holder(path)
+        if holder is not None and holder.get("pid") != os.getpid() and not _stale(path, holder):
+            out.append((path, holder))
+    return out
+
+
+@contextmanager
+def _holding(paths: list[Path]) -> Iterator[None]:
+    """Keep freshly created lock files alive (heartbeat) for the block, then remove them."""
+    for path in paths:
+        _held[path] = 1
     stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(path, stop), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(paths, stop), daemon=True).start()
     try:
-        yield path
+        yield
     finally:
         stop.set()
-        del _held[path]
-        if (_holder(path) or {}).get("pid") == os.getpid():
-            path.unlink(missing_ok=True)
+        for path in paths:
+            del _held[path]
+            if (_holder(path) or {}).get("pid") == os.getpid():
+                path.unlink(missing_ok=True)
+
+
+@contextmanager
+def run_lock(rd: RunDir, folds: list[int] | None = None, _mutex: bool = False) -> Iterator[Path]:
+    """Hold `checkpoints/<exp>/.lock` for the block (the whole run); a live holder is a one-line error naming it.
+
+    With `folds`, hold `.lock-fold<k>` for each instead: processes training other folds of the same exp may run at
+    once (`python -m src.train --folds 0-2` beside `--folds 3-4`), while a whole-run lock excludes them all."""
+    root = rd.root.resolve() if rd.root.exists() else rd.root.absolute()
+    paths = [root / LOCK] if folds is None else [root / f"{LOCK}-fold{k}" for k in folds]
+    if all(p in _held for p in paths):
+        for p in paths:
+            _held[p] += 1
+        try:
+            yield paths[0]
+        finally:
+            for p in paths:
+                _held[p] -= 1
+        return
+    new = not rd.root.exists()
+    make_dir(rd.root)
+    root = rd.root.resolve()
+    paths = [root / p.name for p in paths]
+    try:
+        if folds is None:
+            _acquire(rd, paths[0], wait_s=MUTEX_WAIT_S if _mutex else 0.0)
+            if not _mutex and (busy := _live_fold_locks(rd)):
+                paths[0].unlink(missing_ok=True)
+                raise _busy(rd, *busy[0])
+        else:
+            with run_lock(rd, _mutex=True):  # fold locks are taken under the run lock: no race with a whole run
+                taken = []
+                try:
+                    for p in paths:
+                        _acquire(rd, p, folds)
+                        taken.append(p)
+                except BaseException:
+                    for p in taken:
+                        p.unlink(missing_ok=True)
+                    raise
+        with _holding(paths):
+            yield paths[0]
+    finally:
         if new:  # a run that failed before writing anything leaves no empty run folder behind
             try:
                 rd.root.rmdir()
@@ -160,12 +223,14 @@ def _leftover(p: Path) -> bool:
     return p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.startswith(".tmp-step"))
 
 
-def clean_leftovers(rd: RunDir, old_s: float = STALE_S) -> int:
-    """Remove what killed writes left behind: every temp file/folder under the (locked) run folder, and this exp's
-    temp files in the submissions folder. Returns how many were removed."""
+def clean_leftovers(rd: RunDir, old_s: float = STALE_S, folds: list[int] | None = None) -> int:
+    """Remove what killed writes left behind: every temp file/folder under the (locked) run folder (with `folds`:
+    under those folds' folders only, the rest may be another process's), and this exp's temp files in the
+    submissions folder. Returns how many were removed."""
     import shutil
 
-    found = [p for p in rd.root.rglob(".*") if _leftover(p)] if rd.root.is_dir() else []
+    tops = [rd.root] if folds is None else [rd.fold(k) for k in folds]
+    found = [p for top in tops if top.is_dir() for p in top.rglob(".*") if _leftover(p)]
     if rd.submissions_dir.is_dir():
         found += [p for p in rd.submissions_dir.glob(f".{rd.submission.name}.*.tmp")]
         found += [p for p in rd.submissions_dir.glob(".write-probe.*.tmp") if time.time() - p.stat().st_mtime > old_s]
@@ -241,9 +306,11 @@ def record_run_data(cfg: Config, comp, rd: RunDir) -> None:
     write_json(rd.data_record, run_data(cfg, comp))
 
 
-def prepare_outputs(rd: RunDir, cfg: Config, comp=None, extra: tuple[Path, ...] = ()) -> None:
+def prepare_outputs(rd: RunDir, cfg: Config, comp=None, extra: tuple[Path, ...] = (),
+                    folds: list[int] | None = None) -> None:
     """Before any work: the run folder is not another dataset's (`check_run_data`, with `comp`), the run's output
-    folders are writable, leftovers of killed writes are gone; then run.json records the run's data."""
+    folders are writable, leftovers of killed writes are gone (with `folds`: in those folds' folders); then run.json
+    records the run's data."""
     if comp is not None:
         check_run_data(cfg, comp, rd)
     folders = [rd.root, rd.out, *extra] + ([] if rd.partial else [rd.submissions_dir])
@@ -253,6 +320,6 @@ def prepare_outputs(rd: RunDir, cfg: Config, comp=None, extra: tuple[Path, ...] 
     for f in files + ([] if rd.partial else [rd.submission]):
         if f.is_dir():
             raise UserError(f"{f} is a folder, where the run writes a file: move or remove it")
-    clean_leftovers(rd)
+    clean_leftovers(rd, folds=folds)
     if comp is not None:
         record_run_data(cfg, comp, rd)

@@ -677,15 +677,17 @@ def report_token_lengths(cfg: Config, comp: Competition, rd: RunDir) -> dict:
 
 def train_run(cfg: Config, comp: Competition, folds, rd: RunDir,
               callbacks: tuple[Callable[[dict], None], ...] = ()) -> None:
-    """Every check (`preflight`: settings, this data's run folder, each fold's reuse), then under the run lock:
-    writable outputs, config.yaml, and `train_folds`. What `python -m src.train`, train.sh and the notebooks run."""
+    """Every check (`preflight`: settings, this data's run folder, each fold's reuse), then under the run lock (a
+    subset of folds: those folds' locks): writable outputs, config.yaml, and `train_folds`. What `python -m src.train`,
+    train.sh and the notebooks run."""
     from accelerate import PartialState
 
     preflight(cfg, comp, folds, rd)  # every fold's reuse checked before any write
     main_process = PartialState().is_main_process
-    with run_lock(rd) if main_process else contextlib.nullcontext():
+    some = folds_for_run(cfg) if cfg.folds.run else None  # a subset: other processes may train the other folds
+    with run_lock(rd, some) if main_process else contextlib.nullcontext():
         if main_process:
-            prepare_outputs(rd, cfg, comp)
+            prepare_outputs(rd, cfg, comp, folds=some)
             write_text(rd.config, dump_config(cfg, absolute=True))
         train_folds(cfg, comp, folds, rd, callbacks)
 

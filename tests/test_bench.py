@@ -38,6 +38,22 @@ def test_quality_runs_configs_blends_and_keeps_submissions(workdir, comp_dir, ca
     assert "per-label OOF F1" in capsys.readouterr().out
 
 
+def test_thresholds_compares_rules_in_sample_and_cross_fitted(workdir, comp_dir, capsys):
+    from src.config import load_config
+    from src.pipeline import run
+
+    run(load_config(None, [f"data.data_dir={comp_dir}", "exp=t", "folds.n_folds=5", "tfidf.min_df=1",
+                           "output.plots=false"]))
+    tables = bench("thresholds").main(["t", "--exclusive", "trust", "--results", str(workdir / "r")])
+    table = tables["t"]
+    assert len(table) == 9 * 4 and set(table["row_rule"]) == {"none", "min_one", "exclusive", "both"}
+    plain = table[(table["thresholds"] == "per_label") & (table["row_rule"] == "none")].iloc[0]
+    assert plain["in_sample"] == pytest.approx(json.loads((workdir / "checkpoints/t/metrics.json").read_text())
+                                               ["oof"]["macro_f1"])  # the figure finalize reports
+    assert plain["cross_fit"] <= plain["in_sample"] and table["cross_fit"].between(0, 1).all()
+    assert (workdir / "r/thresholds_t.csv").is_file() and "sorted by the cross-fitted" in capsys.readouterr().out
+
+
 def test_speed_compares_the_loop_with_a_trainer_peer(workdir, comp_dir, capsys):
     results = bench("speed").main(["--tiny", "--data-dir", str(comp_dir), "--fold", "0", "folds.n_folds=5",
                                    "train.max_steps=6", "train.batch_size=16", "train.log_every=2"])

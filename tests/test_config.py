@@ -226,6 +226,19 @@ def test_every_shipped_config_passes_the_checks(path):
     assert load_config(path).exp == path.stem
 
 
+def test_goemotions_configs_share_one_fold_file_and_their_data():
+    """The GoEmotions blend members must share one fold file (the blend refuses members on other folds)."""
+    from src.folds import fold_path
+
+    paths = sorted((ROOT / "configs/goemotions").glob("*.yaml"))
+    cfgs = [load_config(p) for p in paths]
+    assert {p.stem for p in paths} == {"tfidf", "probe_minilm", "minilm-l6"}
+    assert {c.exp for c in cfgs} == {"goemotions-tfidf", "goemotions-probe-minilm", "goemotions-minilm-l6"}
+    assert {c.data.data_dir for c in cfgs} == {"data/goemotions"}
+    assert {fold_path(c).name for c in cfgs} == {"goemotions_k5_s42.csv"}
+    assert all(c.thresholds.min_one for c in cfgs)
+
+
 def test_a_config_file_that_is_not_utf8_or_not_yaml_is_one_line_naming_it(tmp_path):
     p = tmp_path / "bad.yaml"
     p.write_bytes(b"exp: caf\xe9\n")

@@ -19,6 +19,15 @@ def test_loads_and_infers_columns(comp_dir):
     assert comp.Y.shape == (200, 4) and comp.name == "data"
 
 
+def test_id_and_text_lists_are_built_once(comp_dir):
+    """Row-by-row indexing (`[comp.train_ids[i] for i in rows]`) must not rebuild the list per access: that was
+    quadratic in rows (40 s of a 48k-row finalize)."""
+    comp = load(comp_dir)
+    for name in ("train_ids", "test_ids", "train_texts", "test_texts"):
+        assert getattr(comp, name) is getattr(comp, name)
+    assert comp.train_ids == comp.train["ID"].tolist() and comp.test_texts == comp.test["Tweet"].tolist()
+
+
 def edit(d, name, fn):
     df = pd.read_csv(d / name, dtype=str, keep_default_na=False)
     fn(df).to_csv(d / name, index=False)

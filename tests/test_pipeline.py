@@ -33,6 +33,26 @@ def test_partial_run_writes_no_submission(workdir, comp_dir):
     result = run(cfg)
     assert not result["complete"] and result["folds"] == [1] and result["oof_rows"] == 40
     assert not (workdir / "submissions/p.csv").exists()
+    assert result["oof_crossfit"] is None  # one fold: no other folds to tune its thresholds on
+
+
+def test_finalize_reports_thresholds_tuned_on_other_folds(workdir, comp_dir, capsys):
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", "exp=c", "folds.n_folds=5", "tfidf.min_df=1",
+                             "thresholds.exclusive=[trust]", "thresholds.shrink=20", "output.plots=false"])
+    result = run(cfg)
+    assert 0.5 < result["oof_crossfit"]["macro_f1"] < 1 and result["oof_crossfit"] != result["oof"]
+    assert "thresholds tuned on the other folds: " in capsys.readouterr().out
+    th = json.loads((workdir / "checkpoints/c/thresholds.json").read_text())
+    assert th["exclusive"] == ["trust"] and th["shrink"] == 20
+    sub = pd.read_csv(workdir / "submissions/c.csv").set_index("ID")
+    assert not ((sub["trust"] == 1) & (sub.drop(columns="trust").sum(1) > 0)).any()  # trust stands alone
+
+
+def test_unknown_exclusive_label_stops_before_training(workdir, comp_dir):
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", "exp=x", "folds.n_folds=5", "thresholds.exclusive=[neutral]"])
+    with pytest.raises(UserError, match="thresholds.exclusive names 'neutral', not a label"):
+        run(cfg)
+    assert not (workdir / "checkpoints/x").exists()
 
 
 def test_cli_bad_data_dir_is_one_line(workdir, capsys):
@@ -100,3 +120,18 @@ def test_the_cli_runs_from_any_folder_once_setup_installed_the_kit(tmp_path):
     p = subprocess.run([sys.executable, "-m", "src", "config", "--get", "exp", "exp=x1"], cwd=tmp_path,
                        capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert p.returncode == 0 and p.stdout.strip() == "x1", p.stderr
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "liblinear"])
+def test_tfidf_solver_reaches_the_model(solver):
+    from src.config import TfidfConfig
+    from src.models.tfidf import classifier
+
+    assert classifier(TfidfConfig(solver=solver)).get_params()["solver"] == solver
+
+
+def test_tfidf_unknown_solver_is_one_line_before_any_write(workdir, comp_dir):
+    cfg = load_config(None, [f"data.data_dir={comp_dir}", "exp=s", "folds.n_folds=5", "tfidf.solver=saga"])
+    with pytest.raises(UserError, match="tfidf.solver must be one of lbfgs, liblinear, got 'saga'"):
+        run(cfg)
+    assert not (workdir / "checkpoints/s").exists()

@@ -246,3 +246,48 @@ def test_finalize_by_exp_uses_the_runs_config_and_records_its_threshold_override
     with pytest.raises(SystemExit):
         cli_main(["finalize", "--exp", "nope"])
     assert "checkpoints/nope/config.yaml does not exist: is 'nope' a run here?" in capsys.readouterr().err
+
+
+def _fake_holder(path, pid, **extra):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": "now", "command": "x", **extra}))
+
+
+def test_fold_locks_let_other_folds_train_at_once(workdir, monkeypatch):
+    """`python -m src.train --folds 3,4` in one process and `--folds 0-2` in another: both run; a whole run or the
+    same fold waits for neither (one-line refusal), and the fold locks go at the end."""
+    monkeypatch.setattr("src.runguard.MUTEX_WAIT_S", 0.5)
+    rd = RunDir(workdir / "checkpoints/g", workdir / "submissions")
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _fake_holder(rd.root / ".lock-fold3", holder.pid, folds=[3, 4])
+        _fake_holder(rd.root / ".lock-fold4", holder.pid, folds=[3, 4])
+        with run_lock(rd, [0, 1, 2]):
+            assert json.loads((rd.root / ".lock-fold1").read_text())["folds"] == [0, 1, 2]
+            assert not (rd.root / ".lock").exists()  # the run lock is only held while the fold locks are taken
+            with run_lock(rd, [0, 1, 2]):  # re-entrant
+                pass
+            assert (rd.root / ".lock-fold0").exists()
+        assert not any((rd.root / f".lock-fold{k}").exists() for k in (0, 1, 2))
+        with pytest.raises(UserError, match=f"in use by another run training its folds 3, 4 \\(pid {holder.pid}"):
+            run_lock(rd, [2, 3]).__enter__()
+        assert not (rd.root / ".lock-fold2").exists()  # a refused take leaves none of its locks
+        with pytest.raises(UserError, match="in use by another run training its folds 3, 4"):
+            run_lock(rd).__enter__()
+        assert not (rd.root / ".lock").exists()
+        _fake_holder(rd.root / ".lock", holder.pid)  # a whole run holds the exp: no fold may start
+        with pytest.raises(UserError, match=f"in use by another run \\(pid {holder.pid}"):
+            run_lock(rd, [0]).__enter__()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_fold_scoped_cleanup_leaves_other_folds_writes(workdir):
+    rd = RunDir(workdir / "checkpoints/g", workdir / "submissions")
+    mine, theirs = rd.fold(0) / ".tmp-step5/model.safetensors", rd.fold(3) / ".tmp-step9/model.safetensors"
+    for p in (mine, theirs):
+        p.parent.mkdir(parents=True)
+        p.write_text("x")
+    assert clean_leftovers(rd, folds=[0, 1]) == 1
+    assert not mine.parent.exists() and theirs.exists()

@@ -277,6 +277,30 @@ def test_cli_folds_option_reaches_the_run(workdir, comp_dir, tiny_root):
     assert e.value.code == 2
 
 
+def test_cli_folds_train_beside_another_process_on_other_folds(workdir, comp_dir, tiny_root, capsys):
+    """Folds 3-4 held by another live process: `--folds 0` still trains (the README's parallel fold processes)."""
+    import json
+    import socket
+    import subprocess
+
+    config = write_config(workdir / "tiny.yaml", comp_dir, make_tiny("bert", tiny_root), "par", max_steps=2)
+    rd = RunDir(workdir / "checkpoints/par", workdir / "submissions")
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        rd.root.mkdir(parents=True)
+        for k in (3, 4):
+            (rd.root / f".lock-fold{k}").write_text(json.dumps(
+                {"pid": other.pid, "host": socket.gethostname(), "started": "now", "command": "x", "folds": [3, 4]}))
+        main(["--config", str(config), "--folds", "0"])
+        assert (rd.fold(0) / "done.json").is_file() and not (rd.root / ".lock-fold0").exists()
+        with pytest.raises(SystemExit):
+            main(["--config", str(config), "--folds", "4"])
+        assert "in use by another run training its folds 3, 4" in capsys.readouterr().err
+    finally:
+        other.kill()
+        other.wait()
+
+
 @pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None,
                     reason="accelerate CLI not installed")
 def test_two_process_accelerate_launch(workdir, comp_dir, tiny_root):

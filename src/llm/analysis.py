@@ -55,9 +55,9 @@ def reliability(Y: np.ndarray, P: np.ndarray, bins: int = 10) -> tuple[np.ndarra
     return np.array(conf), np.array(acc), np.array(n)
 
 
-def method_summary(Y: np.ndarray, P: np.ndarray, tcfg: ThresholdConfig) -> dict:
+def method_summary(Y: np.ndarray, P: np.ndarray, tcfg: ThresholdConfig, labels: list[str]) -> dict:
     th = thresholds.tune(Y, P, tcfg)
-    pred = thresholds.apply(P, th, tcfg.min_one)
+    pred = thresholds.predict(P, th, tcfg, labels)
     return {"macro_f1": metrics.macro_f1(Y, pred), "macro_f1_at_0.5": metrics.macro_f1(Y, P >= 0.5),
             "micro_f1": metrics.micro_f1(Y, pred), "ece": ece(Y, P),
             "labels_per_row": float(pred.sum(1).mean()), "gold_labels_per_row": float(Y.sum(1).mean()),
@@ -166,11 +166,11 @@ def summarize(named: dict[str, pd.DataFrame], comp, tcfg: ThresholdConfig, repor
         raise UserError("the runs share no OOF rows")
     Y = gold(comp, ids)
     probs = {n: f.set_index("id").loc[ids, comp.labels].to_numpy(np.float64) for n, f in named.items()}
-    stats = {n: method_summary(Y, P, tcfg) for n, P in probs.items()}
+    stats = {n: method_summary(Y, P, tcfg, comp.labels) for n, P in probs.items()}
     table = pd.DataFrame(stats).T.drop(columns="thresholds")
     if report is None:
         return table, stats
-    preds = {n: thresholds.apply(P, np.array(stats[n]["thresholds"]), tcfg.min_one) for n, P in probs.items()}
+    preds = {n: thresholds.predict(P, np.array(stats[n]["thresholds"]), tcfg, comp.labels) for n, P in probs.items()}
     plot_methods(table, report / "methods_f1.png", f"{title}: {len(ids)} OOF rows")
     plot_calibration({n: reliability(Y, P) for n, P in probs.items()}, {n: s["ece"] for n, s in stats.items()},
                      report / "calibration.png")

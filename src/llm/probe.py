@@ -24,6 +24,7 @@ from src.errors import UserError
 from src.folds import folds_for_run
 from src.llm import analysis
 from src.llm.features import features
+from src.progress import tqdm
 from src.rundir import write_fold_outputs
 
 
@@ -52,7 +53,9 @@ def run(cfg: Config, comp, folds, rd) -> None:
     run_folds = folds_for_run(cfg)
     jobs = (delayed(fit_fold)(cfg.probe, k, feats["train"], comp.Y, feats["test"], fold, cfg.train.seed)
             for k in run_folds)
-    per_fold = {k: (va, te) for k, va, te in Parallel(n_jobs=min(cfg.probe.n_jobs, len(run_folds)))(jobs)}
+    parallel = Parallel(n_jobs=min(cfg.probe.n_jobs, len(run_folds)), return_as="generator_unordered")
+    per_fold = {k: (va, te) for k, va, te in tqdm(parallel(jobs), total=len(run_folds), desc="probe folds",
+                                                    unit="fold")}
     write_fold_outputs(rd, comp, folds, per_fold)
     print(f"[{cfg.exp}] features {t1 - t0:.1f} s, {len(run_folds)} probes {time.time() - t1:.1f} s")
     analysis.write_report(cfg, comp, folds, rd)

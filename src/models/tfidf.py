@@ -32,6 +32,8 @@ def build(cfg: TfidfConfig) -> Pipeline:
     return Pipeline([("features", features), ("clf", OneVsRestClassifier(classifier(cfg)))])
 
 
+SOLVERS = ("lbfgs", "liblinear")
+LOGREG_MAX_ITER = 500  # lbfgs converges in well under this on TF-IDF rows; the default 100 can stop it early
 C_PARAM = {"logreg": "C", "svc": "estimator__C", "cnb": None}  # classifier -> its parameter that grid_C sets
 
 
@@ -39,7 +41,9 @@ def classifier(cfg: TfidfConfig):
     """The per-label binary classifier named by `tfidf.classifier` (every option gives probabilities)."""
     weight = None if cfg.class_weight == "none" else cfg.class_weight
     if cfg.classifier == "logreg":
-        return LogisticRegression(C=cfg.C, class_weight=weight, solver="liblinear")
+        if cfg.solver not in SOLVERS:
+            raise UserError(f"tfidf.solver must be one of {', '.join(SOLVERS)}, got {cfg.solver!r}")
+        return LogisticRegression(C=cfg.C, class_weight=weight, solver=cfg.solver, max_iter=LOGREG_MAX_ITER)
     if cfg.classifier == "svc":  # hinge loss; Platt-scaled on 3 inner folds for probabilities
         return CalibratedClassifierCV(LinearSVC(C=cfg.C, class_weight=weight), method="sigmoid", cv=3)
     if cfg.classifier == "cnb":
