@@ -143,9 +143,10 @@ def optimize(X: np.ndarray, Y: np.ndarray, tc: ThresholdConfig, labels: list[str
                 s = score(Y, blend(trial), tc, labels, binned=True)
                 if s > best + 1e-12:
                     w, best, improved = trial, s, True
-    exact = [(score(Y, blend(c), tc, labels), i) for i, c in enumerate([w, *np.eye(n)])]
-    best, i = max(exact, key=lambda t: (t[0], -t[1]))
-    return ([w, *np.eye(n)][i]).copy(), best
+    finalists = [w, *np.eye(n)]  # the search's pick, rescored exactly beside each member alone
+    exact = [score(Y, blend(c), tc, labels) for c in finalists]
+    i = int(np.argmax(exact))  # first of equals: the search's pick wins ties
+    return finalists[i].copy(), exact[i]
 
 
 def nested(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, tc: ThresholdConfig, labels: list[str], trials: int,
