@@ -11,6 +11,8 @@ commands:
   checkpoints  list / select checkpoints
   predict    OOF and test probabilities from the selected checkpoints
   ensemble   blend runs on OOF
+  stack      per-label logistic regression over runs' OOF logits, fitted fold-wise
+  seeds      train several seeds (or --vary values) of a config, then their equal-weight average
   pack       pack finished runs (selected checkpoints + code) for an offline Kaggle notebook
 """
 
@@ -25,7 +27,7 @@ from src.folds import parse_folds
 
 MODULES = {"config": "src.config", "folds": "src.folds", "data": "src.data", "validate": "src.submission",
            "train": "src.train", "checkpoints": "src.checkpoints", "predict": "src.predict", "ensemble": "src.ensemble",
-           "pack": "src.pack"}
+           "stack": "src.stack", "seeds": "src.seeds", "pack": "src.pack"}
 
 
 @cli

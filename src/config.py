@@ -194,6 +194,17 @@ class ProbeConfig:
 
 
 @dataclass
+class TeacherConfig:
+    """Pseudo-labels and distillation: a finished run or blend (`exp`) teaches this one (src/teacher.py)."""
+
+    exp: str = ""  # the teacher's run name under output.checkpoints_dir ("" = off); same data and fold file
+    mode: str = "soft"  # test texts' targets: soft (the teacher's probabilities) | hard (0/1 at its thresholds)
+    keep: float = 1.0  # share of test texts added, the teacher's most certain first (0 = none)
+    train_alpha: float = 0.0  # labeled rows' targets: (1 - a) * label + a * teacher OOF (a > 0: optimistic OOF)
+    per_fold: bool = True  # fold k learns from the teacher's fold-k models only (honest OOF); false: fold mean
+
+
+@dataclass
 class OutputConfig:
     checkpoints_dir: str = "checkpoints"
     submissions_dir: str = "submissions"
@@ -214,6 +225,7 @@ class Config:
     thresholds: ThresholdConfig = field(default_factory=ThresholdConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form section for model families' own options
 
@@ -242,6 +254,7 @@ RANGES: dict[str, str] = {
     "probe.layer": "any",  # checked against the model's layers in src/llm/features.py
     "probe.C": "> 0", "probe.hidden": ">= 1", "probe.max_iter": ">= 1", "probe.batch_size": ">= 1",
     "probe.n_jobs": ">= 1 or -1",
+    "teacher.keep": "in [0, 1]", "teacher.train_alpha": "in [0, 1]",
 }
 NGRAM = "[min, max] with 1 <= min <= max"
 LIST_RULES: dict[str, str] = {

@@ -30,13 +30,13 @@ import numpy as np
 import pandas as pd
 
 from src import metrics, report, thresholds
-from src.config import ThresholdConfig, dump_config, load_config, load_saved_sections
+from src.config import Config, ThresholdConfig, dump_config, load_config, load_saved_sections
 from src.data import Competition, load_competition
 from src.errors import ArgParser, UserError, cli
 from src.fileio import write_json, write_text
 from src.folds import ensure_folds, fold_path
 from src.progress import tqdm
-from src.rundir import RunDir, read_probs, write_probs
+from src.rundir import RunDir, read_probs, read_test_folds, write_probs, write_test_folds
 from src.runguard import check_run_data, prepare_outputs, run_lock
 
 METHODS = ("prob", "rank")
@@ -76,6 +76,26 @@ def load_member(name: str, checkpoints_dir: str, comp: Competition, folds: pd.Da
         raise UserError(f"{rd.test} does not hold exactly test.csv's ids")
     test = test.set_index("id").loc[comp.test_ids]
     return Member(name, oof[comp.labels].to_numpy(np.float64), test[comp.labels].to_numpy(np.float64))
+
+
+def load_members(names: list[str], out: str, overrides: list[str], what: str = "blend"
+                 ) -> tuple[Config, Competition, pd.DataFrame, Path, list[Member]]:
+    """The config of a run made from finished runs (data, folds and thresholds from the first member's config.yaml,
+    then `overrides`, exp=out), its data, folds and fold file, and the members, each checked (`load_member`)."""
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise UserError(f"give at least two distinct runs to {what}, got {names}")
+    if out in names:
+        raise UserError(f"--out '{out}' is one of the members; choose a new name")
+    base = load_config(None, ["exp=" + names[0], *overrides])
+    first = Path(base.output.checkpoints_dir) / names[0] / "config.yaml"
+    if not first.is_file():
+        raise UserError(f"{first.parent} has no config.yaml: is '{names[0]}' a finished run?")
+    cfg = load_saved_sections(first, ["data", "folds", "thresholds"], [*overrides, f"exp={out}"])
+    comp = load_competition(cfg.data)
+    folds, fold_file = ensure_folds(cfg, comp, verbose=False)
+    check_run_data(cfg, comp, RunDir.of(cfg))
+    members = [load_member(n, cfg.output.checkpoints_dir, comp, folds, fold_file.name) for n in names]
+    return cfg, comp, folds, fold_file, members
 
 
 def percentiles(ref: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -150,18 +170,38 @@ def optimize(X: np.ndarray, Y: np.ndarray, tc: ThresholdConfig, labels: list[str
 
 
 def nested(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, tc: ThresholdConfig, labels: list[str], trials: int,
-           seed: int, equal: bool = False) -> tuple[float, list[float]]:
+           seed: int, equal: bool = False) -> tuple[float, list[float], dict[int, np.ndarray]]:
     """Macro-F1 when each fold's rows get weights and thresholds fitted on the other folds only.
 
-    Returns (blend, [each member with thresholds fitted on the other folds])."""
+    Returns (blend, [each member with thresholds fitted on the other folds], {fold: its weights})."""
     P_blend = np.zeros_like(Y)
+    weights = {}
     for k in tqdm(np.unique(fold), desc="nested estimate", unit="fold"):
         fit, held = fold != k, fold == k
         w, _ = optimize(X[:, fit], Y[fit], tc, labels, trials, seed, equal)
         b_fit, b_held = mix(w, X[:, fit]), mix(w, X[:, held])
         P_blend[held] = thresholds.predict(b_held, thresholds.tune(Y[fit], b_fit, tc), tc, labels)
+        weights[int(k)] = w
     members = [metrics.macro_f1(Y, thresholds.crossfit(Y, x, fold, tc, labels)) for x in X]
-    return metrics.macro_f1(Y, P_blend), members
+    return metrics.macro_f1(Y, P_blend), members, weights
+
+
+def members_test_folds(names: list[str], checkpoints_dir: str, comp: Competition, ks: list[int]
+                       ) -> list[dict[int, np.ndarray]] | None:
+    """Each member's per-fold test predictions (test_folds.npz) for folds `ks`; None unless every member has them."""
+    found = [read_test_folds(RunDir(Path(checkpoints_dir) / n, Path(".")), comp.test_ids, comp.labels) for n in names]
+    return None if any(f is None or not set(ks) <= set(f) for f in found) else found
+
+
+def fold_tests(names: list[str], members: list[Member], method: str, checkpoints_dir: str, comp: Competition,
+               weights: dict[int, np.ndarray]) -> dict[int, np.ndarray] | None:
+    """The blend's test probabilities per fold (for a teacher that must not have seen a fold): fold k mixes the
+    members' fold-k test predictions with `weights[k]` (fitted without fold k); None unless every member has them."""
+    per_member = members_test_folds(names, checkpoints_dir, comp, list(weights))
+    if per_member is None:
+        return None
+    scale = (lambda m, x: x) if method == "prob" else (lambda m, x: percentiles(m.oof, x))
+    return {k: mix(w, np.stack([scale(m, p[k]) for m, p in zip(members, per_member)])) for k, w in weights.items()}
 
 
 def blend(names: list[str], out: str, overrides: list[str] | None = None, method: str = "prob",
@@ -170,21 +210,9 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
     from src.pipeline import finalize
 
     t0 = time.time()
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise UserError(f"give at least two distinct runs to blend, got {names}")
-    if out in names:
-        raise UserError(f"--out '{out}' is one of the members; choose a new name")
     if trials < 0:
         raise UserError(f"--trials must be >= 0 (0: only equal weights and each member alone), got {trials}")
-    base = load_config(None, ["exp=" + names[0], *(overrides or [])])
-    first = Path(base.output.checkpoints_dir) / names[0] / "config.yaml"
-    if not first.is_file():
-        raise UserError(f"{first.parent} has no config.yaml: is '{names[0]}' a finished run?")
-    cfg = load_saved_sections(first, ["data", "folds", "thresholds"], [*(overrides or []), f"exp={out}"])
-    comp = load_competition(cfg.data)
-    folds, fold_file = ensure_folds(cfg, comp, verbose=False)
-    check_run_data(cfg, comp, RunDir.of(cfg))
-    members = [load_member(n, cfg.output.checkpoints_dir, comp, folds, fold_file.name) for n in names]
+    cfg, comp, folds, fold_file, members = load_members(names, out, list(overrides or []), "blend")
     Y, fold, tc = comp.Y, folds["fold"].to_numpy(), cfg.thresholds
     X, X_test = transform(members, method)
 
@@ -196,16 +224,19 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
                         for n, wi, f in zip(names, w, member_f1)},
             "oof_macro_f1": round(best, 6),
             "note": "in-sample: weights and thresholds are both fitted on this OOF (optimistic)"}
+    fold_weights = {int(k): w for k in np.unique(fold)}  # with the nested estimate: each fold's own weights
     if with_nested:
-        nb, nm = nested(X, Y, fold, tc, comp.labels, trials, seed, equal)
+        nb, nm, fold_weights = nested(X, Y, fold, tc, comp.labels, trials, seed, equal)
         info["nested_macro_f1"] = round(nb, 6)
         for n, v in zip(names, nm):
             info["members"][n]["nested_macro_f1"] = round(v, 6)
         top = max(names, key=lambda n: info["members"][n]["nested_macro_f1"])
         if nb < info["members"][top]["nested_macro_f1"]:
             info["warning"] = (f"the blend's nested estimate {nb:.4f} is below its member '{top}''s "
-                               f"{info['members'][top]['nested_macro_f1']:.4f}: its weights fit noise in the OOF rows; "
-                               f"submit '{top}' alone, try --equal weights, or leave the weak members out")
+                               f"{info['members'][top]['nested_macro_f1']:.4f}: "
+                               + ("its weights fit noise in the OOF rows; " if not equal else "")
+                               + f"submit '{top}' alone" + ("" if equal else ", try --equal weights")
+                               + ", or leave the weak members out")
 
     cfg.model_type = "ensemble"
     cfg.extra = {"ensemble": {"members": list(names), "method": method, "equal": equal,
@@ -216,6 +247,11 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
         write_text(rd.config, dump_config(cfg, absolute=True))
         write_probs(rd.oof, comp.train_ids, mix(w, X), comp.labels, fold)
         write_probs(rd.test, comp.test_ids, mix(w, X_test), comp.labels)
+        per_fold = fold_tests(names, members, method, cfg.output.checkpoints_dir, comp, fold_weights)
+        if per_fold is None:
+            rd.test_folds.unlink(missing_ok=True)  # no stale file from an earlier blend under this name
+        else:
+            write_test_folds(rd, comp.test_ids, comp.labels, per_fold)
         result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
         result["ensemble"] = info
         write_json(rd.metrics, result)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from src import metrics, report, submission, thresholds
+from src import metrics, report, submission, teacher, thresholds
 from src.config import Config, dump_config, to_dict
 from src.data import Competition, load_competition
 from src.errors import UserError
@@ -39,6 +39,7 @@ def preflight(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir) -
     state (`preflight` in its module), before any write."""
     check_run_data(cfg, comp, rd)
     thresholds.exclusive_columns(cfg.thresholds, comp.labels)
+    teacher.check(cfg, comp, folds)
     check = getattr(family(cfg.model_type), "preflight", None)
     if check is not None:
         check(cfg, comp, folds, rd)

@@ -6,6 +6,8 @@
                       selection.yaml       fold -> step (rule or manual pick)
                       oof.csv              id, fold, one probability per label; every train id once
                       test.csv             id, one probability per label; mean over fold models
+                      test_folds.npz       each fold model's own test probabilities (folds, ids, labels, probs
+                                           [folds, test rows, labels]): a teacher's predictions made without fold k
                       thresholds.json, metrics.json, per_label.csv, report/*.png
                       partial/             the same outputs (config.yaml ... report/) of a partial run
     submissions/<exp>.csv
@@ -25,7 +27,7 @@ import pandas as pd
 
 from src.config import Config
 from src.errors import UserError
-from src.fileio import read_csv, write_csv
+from src.fileio import atomic_path, read_csv, write_csv
 
 
 def partial_reason(cfg: Config) -> str:
@@ -53,6 +55,7 @@ class RunDir:
     config = property(lambda self: self.out / "config.yaml")
     oof = property(lambda self: self.out / "oof.csv")
     test = property(lambda self: self.out / "test.csv")
+    test_folds = property(lambda self: self.out / "test_folds.npz")
     thresholds = property(lambda self: self.out / "thresholds.json")
     metrics = property(lambda self: self.out / "metrics.json")
     per_label = property(lambda self: self.out / "per_label.csv")
@@ -155,5 +158,34 @@ def write_fold_outputs(
         oof_probs.append(valid)
         oof_fold += [k] * len(rows)
     write_probs(rd.oof, ids, np.concatenate(oof_probs), comp.labels, oof_fold)
-    test = np.mean([per_fold[k][1] for k in sorted(per_fold)], axis=0)
-    write_probs(rd.test, comp.test_ids, test, comp.labels)
+    ks = sorted(per_fold)
+    write_test_folds(rd, comp.test_ids, comp.labels, {k: per_fold[k][1] for k in ks})
+    write_probs(rd.test, comp.test_ids, np.mean([per_fold[k][1] for k in ks], axis=0), comp.labels)
+
+
+def write_test_folds(rd: RunDir, ids: list[str], labels: list[str], per_fold: dict[int, np.ndarray]) -> Path:
+    """test_folds.npz: each fold model's test probabilities (checked), for teachers that must not have seen a fold."""
+    ks = sorted(per_fold)
+    probs = np.stack([check_probs(per_fold[k], labels, f"refusing to write {rd.test_folds} (fold {k})", list(ids))
+                      for k in ks]).astype(np.float32)
+    with atomic_path(rd.test_folds) as tmp, open(tmp, "wb") as f:
+        np.savez(f, folds=np.array(ks, dtype=np.int64), ids=np.array(ids, dtype=str),
+                 labels=np.array(labels, dtype=str), probs=probs)
+    return rd.test_folds
+
+
+def read_test_folds(rd: RunDir, ids: list[str], labels: list[str]) -> dict[int, np.ndarray] | None:
+    """{fold: test probabilities in `ids` order} from test_folds.npz; None if the run has none (made before this
+    file existed: rerun its predict step); a file for other test ids or labels, or damaged, is a UserError."""
+    path = rd.test_folds
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            folds, file_ids, file_labels, probs = z["folds"], z["ids"].tolist(), z["labels"].tolist(), z["probs"]
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"{path} is damaged ({e}); rerun the run's predict step to rewrite it") from None
+    if file_labels != list(labels) or sorted(file_ids) != sorted(ids) or len(set(file_ids)) != len(file_ids):
+        raise UserError(f"{path} holds other labels or test ids than test.csv: rerun the run on this data")
+    order = pd.Series(range(len(file_ids)), index=file_ids).loc[list(ids)].to_numpy()
+    return {int(k): check_probs(p[order], labels, f"{path} (fold {int(k)})", list(ids)) for k, p in zip(folds, probs)}

@@ -316,7 +316,7 @@ def prepare_outputs(rd: RunDir, cfg: Config, comp=None, extra: tuple[Path, ...] 
     folders = [rd.root, rd.out, *extra] + ([] if rd.partial else [rd.submissions_dir])
     for folder in dict.fromkeys(folders):
         check_writable(folder)
-    files = [rd.config, rd.oof, rd.test, rd.thresholds, rd.metrics, rd.per_label, rd.selection]
+    files = [rd.config, rd.oof, rd.test, rd.test_folds, rd.thresholds, rd.metrics, rd.per_label, rd.selection]
     for f in files + ([] if rd.partial else [rd.submission]):
         if f.is_dir():
             raise UserError(f"{f} is a folder, where the run writes a file: move or remove it")

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src import metrics, precision, thresholds
+from src import metrics, precision, teacher, thresholds
 from src.checkpoints import (
     CHECKPOINT_DTYPES,
     RESUME,
@@ -258,7 +258,11 @@ def fingerprint(parts: dict) -> str:
 
 
 def fold_parts(cfg: Config, comp: Competition, folds, k: int) -> dict:
-    return fingerprint_parts(cfg, comp, folds["id"].to_numpy()[folds["fold"].to_numpy() == k])
+    parts = fingerprint_parts(cfg, comp, folds["id"].to_numpy()[folds["fold"].to_numpy() == k])
+    lessons = teacher.fingerprint_part(cfg, comp, folds)
+    if lessons is not None:  # only with a teacher: folds trained without one keep their fingerprint
+        parts["teacher"] = lessons
+    return parts
 
 
 def fold_fingerprint(cfg: Config, comp: Competition, folds, k: int) -> str:
@@ -352,6 +356,7 @@ def preflight(cfg: Config, comp: Competition, folds, rd: RunDir) -> None:
     mismatch on fold 7 is found before fold 0 trains)."""
     check_train_config(cfg)
     check_run_data(cfg, comp, rd)
+    teacher.check(cfg, comp, folds)
     for k in folds_for_run(cfg):
         check_fold(cfg, comp, folds, rd, k)
 
@@ -399,12 +404,13 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
     if state is not None and "weights" in state:  # half-precision weight files: the exact weights are in resume.pt
         model.load_state_dict(state["weights"])
     in_valid = folds["fold"].to_numpy() == k
-    train_rows, valid_rows = np.flatnonzero(~in_valid), np.flatnonzero(in_valid)
-    Y = comp.Y.astype(np.float32)
-    seqs = tm.encode(tokenizer, comp.train_texts, cfg)
+    valid_rows = np.flatnonzero(in_valid)
+    texts, Y, train_rows = teacher.training_set(cfg, comp, folds, k)  # train.csv (+ a teacher's pseudo-labels)
+    seqs = tm.encode(tokenizer, texts, cfg)
     lengths = np.array([len(s) for s in seqs])[train_rows]
     pad_id, side = tokenizer.pad_token_id, tokenizer.padding_side
-    loss_fn = make_loss(t, torch.from_numpy(pos_weight(Y[train_rows], t.pos_weight, t.pos_weight_clip)))
+    weights = pos_weight(comp.Y[~in_valid].astype(np.float32), t.pos_weight, t.pos_weight_clip)  # labeled rows
+    loss_fn = make_loss(t, torch.from_numpy(weights))
 
     world, rank = acc.num_processes, acc.process_index
     n_micro = len(epoch_batches(lengths, t.batch_size, world, 0, False, t.drop_last))
@@ -446,6 +452,8 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
                   f"({steps_per_epoch}/epoch, batch {t.batch_size}x{world} proc x{t.grad_accum} accum), "
                   f"{tm.describe(model)}, precision {tm.resolve_precision(cfg)}, device {acc.device}"
                   + (f"; resuming at step {step} from {resume}" if resume else ""))
+        if cfg.teacher.exp:
+            acc.print(f"[{cfg.exp}] fold {k}: {teacher.describe(cfg, comp, folds, k)}")
         _append(history, {"event": "resume" if resume else "start", "step": step, "total_steps": total,
                           "processes": world})
     if t.report_to == "wandb":

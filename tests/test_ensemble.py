@@ -172,7 +172,8 @@ def test_a_blend_below_its_best_member_on_the_nested_estimate_is_flagged(workdir
 
     fake_member(comp_dir, "m1", seed=1)
     fake_member(comp_dir, "m2", seed=2)
-    monkeypatch.setattr(ensemble, "nested", lambda *a, **k: (nested_blend, [0.6, 0.4]))
+    halves = {k: np.array([0.5, 0.5]) for k in range(5)}
+    monkeypatch.setattr(ensemble, "nested", lambda *a, **k: (nested_blend, [0.6, 0.4], halves))
     result = blend(["m1", "m2"], "b", [f"data.data_dir={comp_dir}"], trials=5)
     out = capsys.readouterr().out
     saved = json.loads((workdir / "checkpoints/b/metrics.json").read_text())["ensemble"]

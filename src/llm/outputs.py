@@ -52,6 +52,7 @@ def write_outputs(rd: RunDir, comp, folds, main: str, train_rows: np.ndarray, oo
     """oof.csv/test.csv from method `main`, and every method under methods/. Rows are indices into train/test."""
     for stale in methods_dir(rd).glob("*.csv"):  # methods of an earlier run under this name
         stale.unlink()
+    rd.test_folds.unlink(missing_ok=True)  # scored without training: no per-fold test predictions
     fold = folds["fold"].to_numpy()[train_rows]
     ids = [comp.train_ids[i] for i in train_rows]
     for name, probs in oof.items():

@@ -19,6 +19,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
+from src import teacher
 from src.config import Config, ProbeConfig
 from src.errors import UserError
 from src.folds import folds_for_run
@@ -38,10 +39,14 @@ def build(pc: ProbeConfig, seed: int):
 
 
 def fit_fold(pc: ProbeConfig, k: int, X: np.ndarray, Y: np.ndarray, X_test: np.ndarray, fold: np.ndarray,
-             seed: int):
+             seed: int, pseudo=None):
+    """Fit on fold k's training rows (plus `pseudo` = (test rows, 0/1 targets) from a teacher); predict."""
     tr, va = fold != k, fold == k
-    scaler = StandardScaler().fit(X[tr])
-    clf = build(pc, seed + k).fit(scaler.transform(X[tr]), Y[tr])
+    X_fit, Y_fit = X[tr], Y[tr]
+    if pseudo is not None and len(pseudo[0]):
+        X_fit, Y_fit = np.vstack([X_fit, X_test[pseudo[0]]]), np.vstack([Y_fit, pseudo[1].astype(Y.dtype)])
+    scaler = StandardScaler().fit(X_fit)
+    clf = build(pc, seed + k).fit(scaler.transform(X_fit), Y_fit)
     return k, clf.predict_proba(scaler.transform(X[va])), clf.predict_proba(scaler.transform(X_test))
 
 
@@ -51,7 +56,8 @@ def run(cfg: Config, comp, folds, rd) -> None:
     t1 = time.time()
     fold = folds["fold"].to_numpy()
     run_folds = folds_for_run(cfg)
-    jobs = (delayed(fit_fold)(cfg.probe, k, feats["train"], comp.Y, feats["test"], fold, cfg.train.seed)
+    pseudo = {k: teacher.pseudo_rows(cfg, comp, folds, k) if cfg.teacher.exp else None for k in run_folds}
+    jobs = (delayed(fit_fold)(cfg.probe, k, feats["train"], comp.Y, feats["test"], fold, cfg.train.seed, pseudo[k])
             for k in run_folds)
     parallel = Parallel(n_jobs=min(cfg.probe.n_jobs, len(run_folds)), return_as="generator_unordered")
     per_fold = {k: (va, te) for k, va, te in tqdm(parallel(jobs), total=len(run_folds), desc="probe folds",

@@ -14,6 +14,7 @@ from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
+from src import teacher
 from src.config import Config, TfidfConfig
 from src.errors import UserError
 from src.folds import folds_for_run
@@ -65,10 +66,15 @@ def fit(cfg: TfidfConfig, texts: list[str], Y: np.ndarray):
     return model.fit(texts, Y)
 
 
-def _fold(cfg: TfidfConfig, k: int, train_texts, Y, test_texts, fold: np.ndarray):
+def _fold(cfg: TfidfConfig, k: int, train_texts, Y, test_texts, fold: np.ndarray, pseudo=None):
+    """Fit on fold k's training rows (plus `pseudo` = (test rows, 0/1 targets) from a teacher); predict."""
     tr, va = fold != k, fold == k
+    texts, targets = [t for t, m in zip(train_texts, tr) if m], Y[tr]
+    if pseudo is not None and len(pseudo[0]):
+        texts += [test_texts[i] for i in pseudo[0]]
+        targets = np.concatenate([targets, pseudo[1].astype(targets.dtype)])
     try:
-        model = fit(cfg, [t for t, m in zip(train_texts, tr) if m], Y[tr])
+        model = fit(cfg, texts, targets)
     except ValueError as e:  # sklearn's word for a bad setting (n-gram range, analyzer, min_df too high, ...)
         raise UserError(f"tfidf fold {k}: {str(e).strip().splitlines()[0]}") from None
     return k, model.predict_proba([t for t, m in zip(train_texts, va) if m]), model.predict_proba(test_texts)
@@ -96,7 +102,9 @@ def run(cfg: Config, comp, folds, rd) -> None:
     preflight(cfg, comp, folds, rd)
     fold = folds["fold"].to_numpy()
     run_folds = folds_for_run(cfg)
-    jobs = (delayed(_fold)(cfg.tfidf, k, comp.train_texts, comp.Y, comp.test_texts, fold) for k in run_folds)
+    pseudo = {k: teacher.pseudo_rows(cfg, comp, folds, k) if cfg.teacher.exp else None for k in run_folds}
+    jobs = (delayed(_fold)(cfg.tfidf, k, comp.train_texts, comp.Y, comp.test_texts, fold, pseudo[k])
+            for k in run_folds)
     n_jobs = min(cfg.tfidf.n_jobs, len(run_folds))
     print(f"[{cfg.exp}] tfidf: {len(run_folds)} folds, {n_jobs} at a time; each fits word + char TF-IDF and "
           f"{len(comp.labels)} {cfg.tfidf.classifier} classifiers on ~{int((fold != run_folds[0]).sum())} texts, then "

@@ -1,0 +1,147 @@
+"""Stack finished runs: per label, a logistic regression over every member's OOF logits, fitted fold-wise.
+
+    python -m src.stack tfidf probe_minilm minilm-l6 --out stack [--C 1.0] [key=value ...]
+
+Members are checked as `python -m src.ensemble` checks them (complete oof.csv and test.csv, one fold file). The
+features are the logits log(p / (1 - p)) of every member for every label (members x labels columns, standardized),
+so a label can draw on the members' other labels (co-occurrence). Its OOF is honest: the stacker that predicts fold
+k is fitted on the other folds' rows and never sees fold k's labels, and its inputs, the members' OOF probabilities,
+are themselves out-of-fold. Test probabilities are the mean of the K fold-stackers. A label with one class only in a
+fold's training rows gets their rate. The stack is a run directory `checkpoints/<out>/` (settings under
+`extra.stack`) finalized like a blend; the members and their equal-weight mean are scored beside it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from src import metrics, report, thresholds
+from src.config import dump_config
+from src.ensemble import load_members, members_test_folds, per_label_f1, score
+from src.errors import ArgParser, UserError, cli
+from src.fileio import write_json, write_text
+from src.progress import tqdm
+from src.rundir import RunDir, write_probs, write_test_folds
+from src.runguard import prepare_outputs, run_lock
+
+EPS = 1e-6
+
+
+def features(P: np.ndarray) -> np.ndarray:
+    """[members, rows, labels] probabilities -> [rows, members * labels] logits (p clipped to [EPS, 1 - EPS])."""
+    p = np.clip(P, EPS, 1 - EPS)
+    return np.log(p / (1 - p)).transpose(1, 0, 2).reshape(P.shape[1], -1)
+
+
+def fit_predict(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, X_test: np.ndarray, C: float = 1.0,
+                X_test_folds: dict[int, np.ndarray] | None = None
+                ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray] | None]:
+    """Stacked (OOF, test, per-fold test) probabilities [rows, labels] from members' (OOF, test) probabilities
+    [members, rows, labels]: each fold's rows predicted by stackers fitted on the other folds' rows; test: the mean
+    over folds; per-fold test (with `X_test_folds`, the members' fold-k test predictions): fold k's stackers on them."""
+    F, F_test = features(X), features(X_test)
+    F_folds = {k: features(x) for k, x in (X_test_folds or {}).items()}
+    oof, test = np.zeros(Y.shape), np.zeros((len(F_test), Y.shape[1]))
+    per_fold = {k: np.zeros_like(test) for k in F_folds}
+    ks = np.unique(fold)
+    for k in tqdm(ks, desc="stacking", unit="fold"):
+        fit, held = fold != k, fold == k
+        scaler = StandardScaler().fit(F[fit])
+        A, B, T = scaler.transform(F[fit]), scaler.transform(F[held]), scaler.transform(F_test)
+        T_k = scaler.transform(F_folds[k]) if k in F_folds else None
+        for j in range(Y.shape[1]):
+            y = Y[fit, j]
+            if y.min() == y.max():  # one class only: no model to fit, the training rate
+                oof[held, j], p_test, p_k = float(y.mean()), float(y.mean()), float(y.mean())
+            else:
+                lr = LogisticRegression(C=C, max_iter=1000).fit(A, y)
+                oof[held, j], p_test = lr.predict_proba(B)[:, 1], lr.predict_proba(T)[:, 1]
+                p_k = lr.predict_proba(T_k)[:, 1] if T_k is not None else 0.0
+            test[:, j] += p_test / len(ks)
+            if T_k is not None:
+                per_fold[k][:, j] = p_k
+    return oof, np.clip(test, 0.0, 1.0), (per_fold if set(per_fold) == set(ks.tolist()) else None)
+
+
+def stack(names: list[str], out: str, overrides: list[str] | None = None, C: float = 1.0) -> dict:
+    """Stack the named runs into the run `out`; returns its metrics (with a `stack` section)."""
+    from src.pipeline import finalize
+
+    t0 = time.time()
+    if not (np.isfinite(C) and C > 0):
+        raise UserError(f"--C must be a finite number > 0, got {C}")
+    cfg, comp, folds, fold_file, members = load_members(names, out, list(overrides or []), "stack")
+    Y, fold, tc, labels = comp.Y, folds["fold"].to_numpy(), cfg.thresholds, comp.labels
+    X, X_test = np.stack([m.oof for m in members]), np.stack([m.test for m in members])
+    ks = np.unique(fold).tolist()
+    tests = members_test_folds(names, cfg.output.checkpoints_dir, comp, ks)  # for the stack's own, for teachers
+    X_test_folds = None if tests is None else {k: np.stack([t[k] for t in tests]) for k in ks}
+    oof, test, per_fold = fit_predict(X, Y, fold, X_test, C, X_test_folds)
+
+    crossfit = lambda p: metrics.macro_f1(Y, thresholds.crossfit(Y, p, fold, tc, labels))
+    rows = {**dict(zip(names, X)), "equal mean": X.mean(0)}  # exp names hold no spaces: no clash
+    scores = {n: {"oof_macro_f1": round(score(Y, p, tc, labels), 6), "crossfit_macro_f1": round(crossfit(p), 6)}
+              for n, p in rows.items()}
+    cfg.model_type = "stack"
+    cfg.extra = {"stack": {"members": list(names), "C": C, "features": "logits of every member for every label"}}
+    rd = RunDir.of(cfg)
+    with run_lock(rd):
+        prepare_outputs(rd, cfg, comp)
+        write_text(rd.config, dump_config(cfg, absolute=True))
+        write_probs(rd.oof, comp.train_ids, oof, labels, fold)
+        write_probs(rd.test, comp.test_ids, test, labels)
+        if per_fold is None:
+            rd.test_folds.unlink(missing_ok=True)  # no stale file from an earlier run under this name
+        else:
+            write_test_folds(rd, comp.test_ids, labels, per_fold)
+        result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
+        info = {"members": {n: scores[n] for n in names}, "C": C, "fold_file": str(fold_file),
+                "features": f"{len(names)} members x {len(labels)} labels logits, standardized",
+                "equal_mean": scores["equal mean"], "oof_macro_f1": round(result["oof"]["macro_f1"], 6),
+                "crossfit_macro_f1": round(result["oof_crossfit"]["macro_f1"], 6)}
+        best = max(scores, key=lambda n: scores[n]["crossfit_macro_f1"])
+        if info["crossfit_macro_f1"] < scores[best]["crossfit_macro_f1"]:
+            instead = "python -m src.ensemble ... --equal" if best == "equal mean" else f"'{best}'"
+            info["warning"] = (f"the stack's cross-fitted macro-F1 {info['crossfit_macro_f1']:.4f} is below "
+                               f"'{best}''s {scores[best]['crossfit_macro_f1']:.4f}: submit {instead} instead, or try "
+                               "another --C")
+        result["stack"] = info
+        write_json(rd.metrics, result)
+        if cfg.output.plots:
+            f1s = {n: pd.Series(per_label_f1(Y, p, tc, labels), index=labels) for n, p in rows.items()}
+            report.f1_comparison({**f1s, out: pd.Series(result["per_label_f1"])}, rd.report / "stack_f1.png",
+                                 "Per-label OOF F1 (tuned thresholds): members, their equal mean and the stack")
+
+    print(f"\n[{out}] stack of {len(names)} runs (per label, logistic regression C={C} on {len(names)} x "
+          f"{len(labels)} logits), macro-F1 after per-label thresholds:")
+    print(f"  {'run':<24}{'OOF':>9}{'crossfit':>10}")
+    for n, s in [*scores.items(), (out, info)]:
+        print(f"  {n:<24}{s['oof_macro_f1']:>9.4f}{s['crossfit_macro_f1']:>10.4f}")
+    print("  OOF: thresholds tuned on all OOF rows (optimistic); crossfit: each fold's rows by thresholds tuned on the "
+          "other folds. The stack's probabilities are out-of-fold either way.")
+    if info.get("warning"):
+        print(f"WARNING: {info['warning']}")
+    return result
+
+
+@cli
+def main(argv: list[str] | None = None) -> dict:
+    p = ArgParser(prog="python -m src.stack", description="Stack runs: per-label logistic regression on their OOF "
+                                                          "logits, fitted fold-wise.")
+    p.add_argument("runs", nargs="+", help="experiment names under checkpoints/, then optional key=value overrides "
+                                           "(e.g. data.data_dir=... thresholds.min_one=true)")
+    p.add_argument("--out", required=True, help="name of the stack run (checkpoints/<out>/, submissions/<out>.csv)")
+    p.add_argument("--C", type=float, default=1.0, help="inverse L2 strength of the logistic regressions")
+    a = p.parse_intermixed_args(argv)
+    names = [r for r in a.runs if "=" not in r]
+    overrides = [r for r in a.runs if "=" in r]
+    return stack(names, a.out, overrides, a.C)
+
+
+if __name__ == "__main__":
+    main()
