@@ -160,6 +160,7 @@ def describe(cfg: Config, comp: Competition, folds: pd.DataFrame, k: int) -> str
     rows, targets = pseudo_rows(cfg, comp, folds, k)
     t = cfg.teacher
     honest = "fold-k teacher models" if t.per_fold else "fold-averaged teacher (optimistic OOF)"
-    per_text = f", {targets.sum(1).mean():.2f} labels per text" if len(rows) else ""
+    expected = "expected " if t.mode == "soft" else ""  # soft: the sum of the teacher's probabilities
+    per_text = f", {targets.sum(1).mean():.2f} {expected}labels per text" if len(rows) else ""
     mixed = f", labeled targets mixed {t.train_alpha:g} with its OOF (optimistic OOF)" if t.train_alpha > 0 else ""
     return f"teacher {t.exp}: +{len(rows)} test texts ({t.mode} targets{per_text}, {honest}){mixed}"
