@@ -46,8 +46,9 @@ timed blend_cpu_pl $PY -m src.ensemble $PL minilm-l6-cpu500 --out blend_cpu_pl "
 timed stack_cpu_pl $PY -m src stack $PL minilm-l6-cpu500 --out stack_cpu_pl "$D"
 minilm minilm-l6-cpu500-pl $T   # the MiniLM student (an hour on 2 cores)
 timed blend_cpu_pl5 $PY -m src.ensemble $PL minilm-l6-cpu500-pl --out blend_cpu_pl5 "$D"
+timed blend_cpu_both $PY -m src.ensemble $MEMBERS minilm-l6-cpu500-pl --out blend_cpu_both "$D"
 
-for exp in blend_cpu stack_cpu blend_cpu_pl stack_cpu_pl blend_cpu_pl5; do
+for exp in blend_cpu stack_cpu blend_cpu_pl stack_cpu_pl blend_cpu_pl5 blend_cpu_both; do
   $PY -m src validate submissions/$exp.csv "$E/sample_submission.csv"
   cp submissions/$exp.csv bench/results/$exp.csv
 done
