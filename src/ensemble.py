@@ -247,11 +247,8 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
         write_text(rd.config, dump_config(cfg, absolute=True))
         write_probs(rd.oof, comp.train_ids, mix(w, X), comp.labels, fold)
         write_probs(rd.test, comp.test_ids, mix(w, X_test), comp.labels)
-        per_fold = fold_tests(names, members, method, cfg.output.checkpoints_dir, comp, fold_weights)
-        if per_fold is None:
-            rd.test_folds.unlink(missing_ok=True)  # no stale file from an earlier blend under this name
-        else:
-            write_test_folds(rd, comp.test_ids, comp.labels, per_fold)
+        write_test_folds(rd, comp.test_ids, comp.labels,
+                         fold_tests(names, members, method, cfg.output.checkpoints_dir, comp, fold_weights))
         result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
         result["ensemble"] = info
         write_json(rd.metrics, result)

@@ -163,8 +163,12 @@ def write_fold_outputs(
     write_probs(rd.test, comp.test_ids, np.mean([per_fold[k][1] for k in ks], axis=0), comp.labels)
 
 
-def write_test_folds(rd: RunDir, ids: list[str], labels: list[str], per_fold: dict[int, np.ndarray]) -> Path:
-    """test_folds.npz: each fold model's test probabilities (checked), for teachers that must not have seen a fold."""
+def write_test_folds(rd: RunDir, ids: list[str], labels: list[str], per_fold: dict[int, np.ndarray] | None) -> Path:
+    """test_folds.npz: each fold model's test probabilities (checked), for teachers that must not have seen a fold;
+    `per_fold` None (no per-fold predictions): a file left by an earlier run under this name is removed."""
+    if per_fold is None:
+        rd.test_folds.unlink(missing_ok=True)
+        return rd.test_folds
     ks = sorted(per_fold)
     probs = np.stack([check_probs(per_fold[k], labels, f"refusing to write {rd.test_folds} (fold {k})", list(ids))
                       for k in ks]).astype(np.float32)

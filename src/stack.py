@@ -95,10 +95,7 @@ def stack(names: list[str], out: str, overrides: list[str] | None = None, C: flo
         write_text(rd.config, dump_config(cfg, absolute=True))
         write_probs(rd.oof, comp.train_ids, oof, labels, fold)
         write_probs(rd.test, comp.test_ids, test, labels)
-        if per_fold is None:
-            rd.test_folds.unlink(missing_ok=True)  # no stale file from an earlier run under this name
-        else:
-            write_test_folds(rd, comp.test_ids, labels, per_fold)
+        write_test_folds(rd, comp.test_ids, labels, per_fold)
         result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
         info = {"members": {n: scores[n] for n in names}, "C": C, "fold_file": str(fold_file),
                 "features": f"{len(names)} members x {len(labels)} labels logits, standardized",

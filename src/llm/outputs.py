@@ -17,7 +17,7 @@ import numpy as np
 
 from src.errors import UserError
 from src.fileio import atomic_path, read_utf8
-from src.rundir import RunDir, write_probs
+from src.rundir import RunDir, write_probs, write_test_folds
 
 
 def methods_dir(rd: RunDir) -> Path:
@@ -52,7 +52,7 @@ def write_outputs(rd: RunDir, comp, folds, main: str, train_rows: np.ndarray, oo
     """oof.csv/test.csv from method `main`, and every method under methods/. Rows are indices into train/test."""
     for stale in methods_dir(rd).glob("*.csv"):  # methods of an earlier run under this name
         stale.unlink()
-    rd.test_folds.unlink(missing_ok=True)  # scored without training: no per-fold test predictions
+    write_test_folds(rd, comp.test_ids, comp.labels, None)  # scored without training: no per-fold predictions
     fold = folds["fold"].to_numpy()[train_rows]
     ids = [comp.train_ids[i] for i in train_rows]
     for name, probs in oof.items():

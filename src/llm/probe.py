@@ -56,7 +56,7 @@ def run(cfg: Config, comp, folds, rd) -> None:
     t1 = time.time()
     fold = folds["fold"].to_numpy()
     run_folds = folds_for_run(cfg)
-    pseudo = {k: teacher.pseudo_rows(cfg, comp, folds, k) if cfg.teacher.exp else None for k in run_folds}
+    pseudo = {k: teacher.pseudo_rows(cfg, comp, folds, k) for k in run_folds}  # empty without a teacher
     jobs = (delayed(fit_fold)(cfg.probe, k, feats["train"], comp.Y, feats["test"], fold, cfg.train.seed, pseudo[k])
             for k in run_folds)
     parallel = Parallel(n_jobs=min(cfg.probe.n_jobs, len(run_folds)), return_as="generator_unordered")

@@ -102,7 +102,7 @@ def run(cfg: Config, comp, folds, rd) -> None:
     preflight(cfg, comp, folds, rd)
     fold = folds["fold"].to_numpy()
     run_folds = folds_for_run(cfg)
-    pseudo = {k: teacher.pseudo_rows(cfg, comp, folds, k) if cfg.teacher.exp else None for k in run_folds}
+    pseudo = {k: teacher.pseudo_rows(cfg, comp, folds, k) for k in run_folds}  # empty without a teacher
     jobs = (delayed(_fold)(cfg.tfidf, k, comp.train_texts, comp.Y, comp.test_texts, fold, pseudo[k])
             for k in run_folds)
     n_jobs = min(cfg.tfidf.n_jobs, len(run_folds))
