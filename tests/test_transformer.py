@@ -334,3 +334,42 @@ def test_loading_says_once_that_the_head_is_new_and_nothing_per_fold(tiny_root, 
     out, err = capfd.readouterr()
     assert "LOAD REPORT" not in out + err and "Loading weights" not in out + err
     assert out.count("new classification head (classifier), randomly initialized") == 1
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_a_checkpoint_from_other_labels_starts_a_run_with_its_backbone_and_a_new_head(family, tiny_root, tmp_path,
+                                                                                       capfd):
+    """Intermediate-task transfer (e.g. a GoEmotions checkpoint as the start of an emotion run): the backbone comes
+    from the checkpoint, the head is new whether the label count differs or only the names; the same labels keep
+    their trained head (a run continued from its own checkpoint)."""
+    base = make_tiny(family, tiny_root)
+    for other in (["admiration", "amusement", "grief"], ["w", "x", "y", "z"]):
+        src, _ = tm.build_model(tiny_cfg(base), other)
+        with torch.no_grad():
+            for p in src.parameters():
+                p.add_(0.05)  # "fine-tuned": every weight moved away from the base's
+        folder = tmp_path / f"{family}-{len(other)}"
+        src.save_pretrained(folder)
+        _, tok = tm.build_model(tiny_cfg(base), other)
+        tok.save_pretrained(folder)
+        tm._noted_loads.clear()
+        capfd.readouterr()
+        for _ in range(2):  # two folds
+            model, _ = tm.build_model(tiny_cfg(folder), LABELS)
+        out, err = capfd.readouterr()
+        assert out.count(f"trained on {len(other)} other labels") == 1, out + err
+        assert "incompatible" not in out + err and "LOAD REPORT" not in out + err
+        head = set(tm.head_modules(model))
+        theirs = dict(src.named_parameters())
+        for name, p in model.named_parameters():
+            if name.split(".")[0] in head:
+                assert p.shape != theirs[name].shape or not torch.allclose(p, theirs[name]), name
+            else:
+                torch.testing.assert_close(p, theirs[name], msg=name)
+        assert model.config.id2label == dict(enumerate(LABELS)) and model.config.num_labels == len(LABELS)
+    same, _ = tm.build_model(tiny_cfg(base), LABELS)
+    same.save_pretrained(tmp_path / "same")
+    tok.save_pretrained(tmp_path / "same")
+    again, _ = tm.build_model(tiny_cfg(tmp_path / "same"), LABELS)
+    for (name, p), q in zip(same.named_parameters(), again.parameters()):
+        torch.testing.assert_close(p, q, msg=name)

@@ -346,6 +346,35 @@ def _load_note(weights: str, model, info: dict) -> None:
               "randomly initialized")
 
 
+def _other_task_labels(weights: str, labels: list[str], trust_remote_code: bool) -> list[str]:
+    """The label names of `weights` when it is a sequence classifier trained on other labels than `labels`
+    (e.g. a GoEmotions run's checkpoint as the start of an emotion run); else []."""
+    from transformers import AutoConfig
+
+    base = AutoConfig.from_pretrained(weights, trust_remote_code=trust_remote_code)
+    if not any(a.endswith("ForSequenceClassification") for a in base.architectures or []):
+        return []
+    names = [str(base.id2label[i]) for i in sorted(base.id2label)]
+    return [] if names == list(labels) or names == [f"LABEL_{i}" for i in range(len(names))] else names
+
+
+def _reset_head(model, weights: str, old_labels: list[str]) -> None:
+    """Give a checkpoint from another task a freshly initialized classification head (the backbone stays)."""
+    for name in head_modules(model):
+        for module in getattr(model, name).modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            if isinstance(module, nn.Linear):  # the HF initialization: normal(0, initializer_range), zero bias
+                nn.init.normal_(module.weight, std=getattr(model.config, "initializer_range", 0.02))
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+    if weights in _noted_loads:
+        return
+    _noted_loads.add(weights)
+    print(f"{weights}: trained on {len(old_labels)} other labels ({', '.join(old_labels[:4])}"
+          f"{' ...' if len(old_labels) > 4 else ''}); its backbone is kept, the classification head starts new")
+
+
 def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = None, trainable: bool = True):
     """(model, tokenizer) ready to train: pretrained weights from `model.name_or_path` with a new head, or the
     trained weights of a checkpoint folder (full/last_n: the saved model; lora/qlora: base + saved adapter)."""
@@ -361,7 +390,7 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
     tokenizer = _load_tokenizer(ckpt or base, cfg)
     try:
         hf_config = AutoConfig.from_pretrained(
-            weights, num_labels=len(labels), problem_type="multi_label_classification",
+            weights, problem_type="multi_label_classification",  # num_labels follows id2label
             id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)},
             trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError) as e:
@@ -372,6 +401,9 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
     if vocab and hf_config.pad_token_id is not None and hf_config.pad_token_id >= vocab:
         raise UserError(f"pad token id {hf_config.pad_token_id} is outside the model's vocabulary ({vocab})")
     kwargs = {dtype_kw(): weights_dtype(cfg), "trust_remote_code": m.trust_remote_code}
+    other_task = None if ckpt else _other_task_labels(weights, labels, m.trust_remote_code)
+    if other_task:  # a classifier fine-tuned on another label set (intermediate-task transfer): a new head
+        kwargs["ignore_mismatched_sizes"] = True
     if m.method == "qlora":
         kwargs |= {"quantization_config": _quantization_config(), "device_map": _quantized_device_map()}
     try:
@@ -381,6 +413,8 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
     except (OSError, SafetensorError) as e:  # no weights in the folder, a hub id without network, a corrupt file
         raise UserError(f"cannot load model weights from {weights}: {str(e).strip().splitlines()[0]}") from None
     _load_note(weights, model, info)
+    if other_task:
+        _reset_head(model, weights, other_task)
     if m.method == "qlora":
         _no_cpu_repacking(model)
     if m.gradient_checkpointing and trainable and m.method != "qlora":  # qlora: prepare_model_for_kbit_training
