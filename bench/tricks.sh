@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CPU-only recipe on the emotion data and each trick's gain, measured on OOF against the same members without it
-# (README "Pseudo-labels, distillation, stacking, several seeds"): the five members, their blend (the teacher),
-# every member again with the teacher's pseudo-labels (per fold: honest OOF), then blends and stacks of both sets.
+# (README "Pseudo-labels, distillation, stacking, several seeds, transfer"): the five members, their blend (the teacher),
+# every member again with the teacher's pseudo-labels (per fold: honest OOF), then blends and stacks of both sets,
+# then MiniLM started from a GoEmotions fine-tune (intermediate-task transfer) and the blend with it.
 # Finished runs and folds are reused, so a killed run resumes where it stopped.
 #   bash bench/tricks.sh [competition folder, default ../shared/data/emotion-detection]
 # Each step's wall time and peak memory (largest process, GNU time) are appended to logs/tricks_times.txt.
@@ -48,7 +49,21 @@ minilm minilm-l6-cpu500-pl $T   # the MiniLM student (an hour on 2 cores)
 timed blend_cpu_pl5 $PY -m src.ensemble $PL minilm-l6-cpu500-pl --out blend_cpu_pl5 "$D"
 timed blend_cpu_both $PY -m src.ensemble $MEMBERS minilm-l6-cpu500-pl --out blend_cpu_both "$D"
 
-for exp in blend_cpu stack_cpu blend_cpu_pl stack_cpu_pl blend_cpu_pl5 blend_cpu_both; do
+# intermediate-task transfer: MiniLM fine-tuned on GoEmotions first (bench/goemotions.sh, ~2 h on 2 cores), then
+# on these labels (configs/minilm-l6-from-goemotions.yaml holds the same settings); two seeds; a probe on its features
+GE=${GE:-checkpoints/goemotions-minilm-l6/fold0/step3600}
+[ -d "$GE" ] || bash bench/goemotions.sh
+minilm minilm-l6-ge500 model.name_or_path=$GE
+minilm minilm-l6-ge500-s43 model.name_or_path=$GE train.seed=43
+minilm minilm-l6-ge500-f1s44 model.name_or_path=${GE/fold0/fold1} train.seed=44   # GoEmotions fold 1's checkpoint
+timed probe_minilm_ge $PY -m src run --config configs/probe_minilm.yaml "$D" exp=probe_minilm_ge model.name_or_path=$GE \
+  model.max_length=64
+GEM="minilm-l6-ge500 minilm-l6-ge500-s43 minilm-l6-ge500-f1s44 probe_minilm_ge"
+timed blend_ge $PY -m src.ensemble $MEMBERS minilm-l6-cpu500-pl $GEM --out blend_ge "$D"
+timed blend_ge_equal $PY -m src.ensemble $MEMBERS minilm-l6-cpu500-pl $GEM --equal --out blend_ge_equal "$D"
+timed stack_ge $PY -m src stack $MEMBERS minilm-l6-cpu500-pl $GEM --out stack_ge "$D"
+
+for exp in blend_cpu stack_cpu blend_cpu_pl stack_cpu_pl blend_cpu_pl5 blend_cpu_both blend_ge blend_ge_equal stack_ge; do
   $PY -m src validate submissions/$exp.csv "$E/sample_submission.csv"
   cp submissions/$exp.csv bench/results/$exp.csv
 done
