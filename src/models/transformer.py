@@ -346,12 +346,9 @@ def _load_note(weights: str, model, info: dict) -> None:
               "randomly initialized")
 
 
-def _other_task_labels(weights: str, labels: list[str], trust_remote_code: bool) -> list[str]:
-    """The label names of `weights` when it is a sequence classifier trained on other labels than `labels`
-    (e.g. a GoEmotions run's checkpoint as the start of an emotion run); else []."""
-    from transformers import AutoConfig
-
-    base = AutoConfig.from_pretrained(weights, trust_remote_code=trust_remote_code)
+def _other_task_labels(base, labels: list[str]) -> list[str]:
+    """The label names of the model config `base` (as saved) when it is a sequence classifier trained on other labels
+    than `labels` (e.g. a GoEmotions run's checkpoint as the start of an emotion run); else []."""
     if not any(a.endswith("ForSequenceClassification") for a in base.architectures or []):
         return []
     names = [str(base.id2label[i]) for i in sorted(base.id2label)]
@@ -389,19 +386,18 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
     weights = ckpt if ckpt and not adapter else base
     tokenizer = _load_tokenizer(ckpt or base, cfg)
     try:
-        hf_config = AutoConfig.from_pretrained(
-            weights, problem_type="multi_label_classification",  # num_labels follows id2label
-            id2label=dict(enumerate(labels)), label2id={lab: i for i, lab in enumerate(labels)},
-            trust_remote_code=m.trust_remote_code)
+        hf_config = AutoConfig.from_pretrained(weights, trust_remote_code=m.trust_remote_code)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load the model config of '{weights}': {str(e).strip().splitlines()[0]}") from None
+    other_task = [] if ckpt else _other_task_labels(hf_config, labels)
+    hf_config.update({"problem_type": "multi_label_classification", "id2label": dict(enumerate(labels)),
+                      "label2id": {lab: i for i, lab in enumerate(labels)}})  # num_labels follows id2label
     kind = model_kind(cfg, hf_config)
     _set_pad_token(tokenizer, hf_config, kind, padding_side(cfg, kind))
     vocab = getattr(hf_config, "vocab_size", None)
     if vocab and hf_config.pad_token_id is not None and hf_config.pad_token_id >= vocab:
         raise UserError(f"pad token id {hf_config.pad_token_id} is outside the model's vocabulary ({vocab})")
     kwargs = {dtype_kw(): weights_dtype(cfg), "trust_remote_code": m.trust_remote_code}
-    other_task = None if ckpt else _other_task_labels(weights, labels, m.trust_remote_code)
     if other_task:  # a classifier fine-tuned on another label set (intermediate-task transfer): a new head
         kwargs["ignore_mismatched_sizes"] = True
     if m.method == "qlora":
