@@ -63,7 +63,15 @@ timed blend_ge $PY -m src.ensemble $MEMBERS minilm-l6-cpu500-pl $GEM --out blend
 timed blend_ge_equal $PY -m src.ensemble $MEMBERS minilm-l6-cpu500-pl $GEM --equal --out blend_ge_equal "$D"
 timed stack_ge $PY -m src stack $MEMBERS minilm-l6-cpu500-pl $GEM --out stack_ge "$D"
 
-for exp in blend_cpu stack_cpu blend_cpu_pl stack_cpu_pl blend_cpu_pl5 blend_cpu_both blend_ge blend_ge_equal stack_ge; do
+# a longer schedule (1,000 steps, GoEmotions fold 2's checkpoint), and distillation: the GoEmotions-started MiniLM
+# learns the equal blend's soft probabilities on every test text (fold k from the blend's fold-k predictions)
+minilm minilm-l6-ge1000-f2s46 model.name_or_path=${GE/fold0/fold2} train.seed=46 train.max_steps=1000 \
+  train.eval_every=200
+minilm minilm-l6-ge500-kd model.name_or_path=$GE teacher.exp=blend_ge_equal teacher.mode=soft teacher.keep=1.0
+timed blend_ge12_equal $PY -m src.ensemble $MEMBERS minilm-l6-cpu500-pl $GEM minilm-l6-ge1000-f2s46 minilm-l6-ge500-kd \
+  --equal --out blend_ge12_equal "$D"
+
+for exp in blend_cpu stack_cpu blend_cpu_pl stack_cpu_pl blend_cpu_pl5 blend_cpu_both blend_ge blend_ge_equal stack_ge blend_ge12_equal; do
   $PY -m src validate submissions/$exp.csv "$E/sample_submission.csv"
   cp submissions/$exp.csv bench/results/$exp.csv
 done
