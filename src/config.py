@@ -23,6 +23,7 @@ import yaml
 
 from src.errors import ArgParser, UserError, cli
 from src.fileio import read_utf8
+from src.text import MODES as NORMALIZE_MODES
 
 
 @dataclass
@@ -32,6 +33,7 @@ class DataConfig:
     id_col: str = ""  # default: first column of sample_submission.csv
     text_col: str = ""  # default: the one non-id column of test.csv
     labels: list[str] = field(default_factory=list)  # default: sample_submission's columns after the id
+    normalize: str = "none"  # none | tweet: HTML entities, mentions, links, emoji names (src/text.py)
 
 
 @dataclass
@@ -487,6 +489,8 @@ def check(cfg: Config, need_exp: bool = True) -> Config:
         section, name = key.split(".")
         _check_number(key, getattr(getattr(cfg, section), name), rule)
     _check_lists(cfg)
+    if cfg.data.normalize not in NORMALIZE_MODES:
+        raise UserError(f"config 'data.normalize' = {cfg.data.normalize!r}: use one of {', '.join(NORMALIZE_MODES)}")
     return cfg
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from src.config import DataConfig
 from src.errors import ArgParser, UserError, cli
 from src.fileio import check_header, csv_rows, read_csv, read_header, read_text, write_csv
+from src.text import normalize
 
 FILES = ("train.csv", "test.csv", "sample_submission.csv")
 
@@ -42,6 +43,7 @@ class Competition:
     train: pd.DataFrame  # id, text, one 0/1 column per label
     test: pd.DataFrame  # id, text
     sample: pd.DataFrame  # id, one column per label
+    normalize: str = "none"  # how train_texts / test_texts are normalized (src/text.py); the frames keep the raw text
 
     @property
     def Y(self) -> np.ndarray:
@@ -59,11 +61,11 @@ class Competition:
 
     @cached_property
     def train_texts(self) -> list[str]:
-        return self.train[self.text_col].tolist()
+        return normalize(self.train[self.text_col].tolist(), self.normalize)
 
     @cached_property
     def test_texts(self) -> list[str]:
-        return self.test[self.text_col].tolist()
+        return normalize(self.test[self.text_col].tolist(), self.normalize)
 
 
 def dataset_name(cfg: DataConfig) -> str:
@@ -317,6 +319,7 @@ def load_competition(cfg: DataConfig) -> Competition:
         train=train[[id_col, text_col, *labels]].reset_index(drop=True),
         test=test[[id_col, text_col]].reset_index(drop=True),
         sample=sample,
+        normalize=cfg.normalize,
     )
 
 
