@@ -72,7 +72,7 @@ timed blend_ge12_equal $PY -m src.ensemble $MEMBERS minilm-l6-cpu500-pl $GEM min
   --equal --out blend_ge12_equal "$D"
 
 # text normalization (data.normalize=tweet: emojis spelled out, HTML entities, mentions, links) on every member that
-# reads the texts again cheaply (TF-IDF, the probes) and two GoEmotions-started 500-step MiniLM runs; then the
+# reads the texts again cheaply (TF-IDF, the probes) and the three GoEmotions-started 500-step MiniLM runs; then the
 # twelve-member equal blend with them in place of their raw twins
 N=data.normalize=tweet
 for c in tfidf tfidf_cnb probe_minilm probe_mpnet; do timed $c-tw $PY -m src run --config configs/$c.yaml "$D" exp=$c-tw $N; done
@@ -80,8 +80,9 @@ timed probe_minilm_ge-tw $PY -m src run --config configs/probe_minilm.yaml "$D" 
   model.name_or_path=$GE model.max_length=64 $N
 minilm minilm-l6-ge500-tw model.name_or_path=$GE $N
 minilm minilm-l6-ge500-s43-tw model.name_or_path=$GE train.seed=43 $N
+minilm minilm-l6-ge500-f1s44-tw model.name_or_path=${GE/fold0/fold1} train.seed=44 $N
 TW="tfidf-tw tfidf_cnb-tw probe_minilm-tw probe_mpnet-tw minilm-l6-cpu500 minilm-l6-cpu500-pl minilm-l6-ge500-tw"
-TW="$TW minilm-l6-ge500-s43-tw minilm-l6-ge500-f1s44 probe_minilm_ge-tw minilm-l6-ge1000-f2s46 minilm-l6-ge500-kd"
+TW="$TW minilm-l6-ge500-s43-tw minilm-l6-ge500-f1s44-tw probe_minilm_ge-tw minilm-l6-ge1000-f2s46 minilm-l6-ge500-kd"
 timed blend_tw12_equal $PY -m src.ensemble $TW --equal --out blend_tw12_equal "$D"
 
 for exp in blend_cpu stack_cpu blend_cpu_pl stack_cpu_pl blend_cpu_pl5 blend_cpu_both blend_ge blend_ge_equal stack_ge blend_ge12_equal blend_tw12_equal; do
