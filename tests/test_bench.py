@@ -128,3 +128,11 @@ def test_carry_packs_model_wheels_and_data_into_parts_under_the_limit(tmp_path, 
     subprocess.run([sys.executable, str(merged / "offline_models.py"), "unpack", str(merged), str(tmp_path / "m")],
                    check=True, capture_output=True)
     assert json.loads((tmp_path / "m" / "config.json").read_text()) == json.loads((model / "config.json").read_text())
+
+
+def test_cpu_precision_times_float32_and_bf16_steps(tmp_path, comp_dir, capsys):
+    model = tiny_model("mpnet", tmp_path / "model", pd.read_csv(comp_dir / "train.csv")["Tweet"].tolist())
+    times = bench("cpu_precision").main([str(model), "--batch", "4", "--length", "8", "--steps", "1"])
+    assert set(times) == {"no", "bf16"} and min(times.values()) > 0
+    out = capsys.readouterr().out
+    assert "bf16 speedup: " in out and "CPU bf16 flags: " in out
