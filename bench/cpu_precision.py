@@ -10,11 +10,18 @@ warm-up steps, once per precision, and prints seconds per step and the bf16 spee
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import sys
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+
+from src.models.transformer import resolve_path  # noqa: E402
+from src.precision import autocast_dtype  # noqa: E402
 
 
 def bf16_flags() -> str:
@@ -27,14 +34,16 @@ def bf16_flags() -> str:
 
 
 def seconds_per_step(model, precision: str, batch: int, length: int, steps: int) -> float:
-    """Mean wall seconds of `steps` training steps (after 2 warm-up steps) at `precision` (no | bf16)."""
+    """Mean wall seconds of `steps` training steps (after 2 warm-up steps) at `precision` (no | bf16), autocast as
+    the training loop decides it (src/precision.py)."""
+    dtype = autocast_dtype(precision, "cpu")
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(5, model.config.vocab_size, (batch, length), generator=gen)
     target = torch.rand(batch, model.config.num_labels, generator=gen)
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext():
             logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
         torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), target).backward()
         opt.step()
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     torch.set_num_threads(args.threads)
     model = AutoModelForSequenceClassification.from_pretrained(
-        os.path.expanduser(args.model), num_labels=11, problem_type="multi_label_classification")
+        resolve_path(args.model), num_labels=11, problem_type="multi_label_classification")
     model.train()
     print(f"CPU bf16 flags: {bf16_flags() or 'none'}; torch {torch.__version__}, {args.threads} thread(s), "
           f"batch {args.batch} x {args.length} tokens")
