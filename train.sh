@@ -39,7 +39,8 @@ environment:
   NUM_PROCESSES     training processes (default: the visible GPUs; >1 trains through `accelerate launch`)
   ALLOW_CPU=1       train on the CPU even where nvidia-smi lists GPUs that torch cannot use
   PROGRESS_INTERVAL seconds between progress bar refreshes (default: 1 on a terminal, 30 otherwise)
-  TORCH_SPEC        the torch to install into a new .venv on a machine without nvidia-smi (setup.sh)
+  TORCH_SPEC        pip arguments for the torch of .venv, replacing any other (setup.sh; default: the CPU
+                    build without nvidia-smi, PyPI's CUDA build with it)
   KAGGLE_COMPETITION, KAGGLE_USERNAME, KAGGLE_KEY, KAGGLE_CONFIG_DIR (--submit), WANDB_API_KEY (--wandb)
 EOF
 }
@@ -261,7 +262,7 @@ if [ "$MODEL_TYPE" != tfidf ] && [ "$MODEL_TYPE" != ensemble ]; then
   if [ "$NGPU" = 0 ] && [ "${LISTED:-0}" -gt 0 ] && [ "${ALLOW_CPU:-0}" != 1 ]; then
     echo "error: nvidia-smi lists $LISTED GPU(s) but $PY's torch $("$PY" -c "import torch; print(torch.__version__)") \
 sees none (built for another CUDA driver?): rerun with USE_SYSTEM_PYTHON=1 to use the image's torch, or install a torch \
-built for this driver into .venv (TORCH_SPEC=... bash setup.sh after rm -r .venv); ALLOW_CPU=1 trains on the CPU anyway" >&2
+built for this driver into .venv (TORCH_SPEC=\"torch --index-url https://download.pytorch.org/whl/cuXYZ\" bash setup.sh); ALLOW_CPU=1 trains on the CPU anyway" >&2
     exit 2
   fi
   [ "$MODEL_TYPE" = transformer ] && NPROC=${NUM_PROCESSES:-$NGPU}

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 
-from src.models.transformer import resolve_path  # noqa: E402
+from src.hub import resolve_path  # noqa: E402
 from src.precision import autocast_dtype  # noqa: E402
 
 

@@ -1,17 +1,26 @@
-"""The project's training loop against a plain Hugging Face `Trainer` peer, side by side in one process.
+"""The project's training loop against the plain Hugging Face peer, side by side in one script.
 
-Same model, data, fold, hyperparameters, precision and batch size; the peer uses `DataCollatorWithPadding`,
-pos_weight BCE, an evaluation + checkpoint per epoch and the best-F1 checkpoint, like the reference recipe.
-Prints train examples/s of each and their ratio, tokens/s, model FLOPs utilisation (given a peak), peak memory,
-held-out macro-F1 (tuned and at 0.5), and test-prediction examples/s.
+The peer is `transformers.Trainer` (with peft `LoraConfig(task_type="SEQ_CLS")` for LoRA/QLoRA configs) on the same
+model, data, fold, LoRA r/alpha/targets, LR, steps, batch, max length, precision and pos_weight BCE. Two measures:
 
-    python bench/speed.py --config configs/mpnet-base.yaml --data-dir DIR --fold 0          # GPU
-    python bench/speed.py --tiny --data-dir DIR --fold 0 train.max_steps=60 train.batch_size=16   # CPU smoke
+  throughput  both loops train `--steps` updates of fold `--folds`[0] in this process, one after the other, with no
+              evaluation: train examples/s between logging steps (median of the intervals, the first one, with any
+              compile, left out), tokens/s, peak GPU memory and MFU (model FLOPs 6N per token for full fine-tuning,
+              4N with frozen base weights, against the device's dense bf16 peak or --peak-tflops)
+  quality     (--quality) every fold of `--folds` trained in full by both, evaluating every `train.eval_every`
+              steps: held-out macro-F1 at per-label tuned thresholds (and at 0.5) of each side's best evaluation,
+              wall time and examples/s with evaluation. The project's folds train in the config's own run folder,
+              so the folds of a finished ten-fold run are reused; the peer's go to a temp folder.
+
+    python bench/speed.py --config configs/mpnet-base-fast.yaml --data-dir DIR --steps 200           # GPU
+    python bench/speed.py --config configs/smollm2-135m-cpu.yaml --data-dir DIR --steps 30 --quality --folds 0-2
+    python bench/speed.py --tiny --data-dir DIR --steps 6 folds.n_folds=5 train.batch_size=16        # CPU smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import inspect
 import json
 import os
@@ -26,28 +35,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from src import metrics, thresholds, train  # noqa: E402
-from src.config import ThresholdConfig, load_config  # noqa: E402
+from src.config import Config, ThresholdConfig, load_config  # noqa: E402
 from src.data import load_competition  # noqa: E402
 from src.errors import cli  # noqa: E402
-from src.folds import ensure_folds  # noqa: E402
+from src.folds import ensure_folds, parse_folds  # noqa: E402
+from src.hub import resolve_path  # noqa: E402
 from src.models import transformer as tm  # noqa: E402
 from src.rundir import RunDir  # noqa: E402
 from src.weights import pos_weight  # noqa: E402
 
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10G": 125.0}  # dense bf16
 
 
 def f1s(Y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
+    """Macro-F1 at per-label thresholds tuned on these rows, and at 0.5."""
     th = thresholds.tune(Y, probs, ThresholdConfig())
     return metrics.macro_f1(Y, thresholds.apply(probs, th)), metrics.macro_f1(Y, probs >= 0.5)
-
-
-def peak_mem_gb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 1e9
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # process RSS high-water mark (Linux: KiB)
 
 
 def reset_mem() -> None:
@@ -56,50 +59,93 @@ def reset_mem() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def project(cfg, comp, folds, k: int, out: Path) -> dict:
-    """One fold through src.train (evaluation + checkpoint per epoch), then test prediction from its best step."""
+def peak_mem_gb() -> float | None:
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
+
+
+def steady_rate(times: list[tuple[int, float, int]]) -> float:
+    """Median examples/s over the logged intervals [(step, time, rows so far)], the first interval left out."""
+    rates = [(r1 - r0) / (t1 - t0) for (_, t0, r0), (_, t1, r1) in zip(times[1:], times[2:]) if t1 > t0]
+    return float(np.median(rates)) if rates else float("nan")
+
+
+# ---------------------------------------------------------------- the project's loop
+
+def variant(cfg: Config, **changes) -> Config:
+    """A copy of cfg with `section__key=value` changes."""
+    cfg = copy.deepcopy(cfg)
+    for name, value in changes.items():
+        section, key = name.split("__")
+        setattr(getattr(cfg, section), key, value)
+    return cfg
+
+
+def project_throughput(cfg: Config, comp, folds, k: int, steps: int, out: Path) -> dict:
+    """`steps` updates of fold k through src.train (no evaluation until the end); rates from its history.jsonl."""
+    cfg = variant(cfg, train__max_steps=steps, train__eval_every=0, train__keep_top_k=1, train__resume_state=False,
+                  train__report_to="none", output__checkpoints_dir=str(out / "project"))
     reset_mem()
-    rd = RunDir(out / "project", out)
-    acc = train.accelerator(cfg)
+    rd = RunDir.of(cfg)
+    train.train_fold(cfg, comp, folds, rd, k, train.accelerator(cfg))
+    history = [json.loads(line) for line in (rd.fold(k) / "history.jsonl").read_text().splitlines()]
+    rates = [h["samples_per_s"] for h in history if "samples_per_s" in h][1:]
+    return {"ex_s": float(np.median(rates)) if rates else float("nan"), "peak_gb": peak_mem_gb()}
+
+
+def project_quality(cfg: Config, comp, folds, k: int) -> dict:
+    """Fold k trained in full in the config's run folder (a finished fold is reused); its best evaluation."""
+    cfg = variant(cfg, folds__run=[k])
+    rd = RunDir.of(cfg)
     t0 = time.perf_counter()
-    train.train_fold(cfg, comp, folds, rd, k, acc)
-    wall = time.perf_counter() - t0
+    train.train_run(cfg, comp, folds, rd)
     done = json.loads((rd.fold(k) / "done.json").read_text())
-    rates = [h["samples_per_s"] for h in map(json.loads, (rd.fold(k) / "history.jsonl").read_text().splitlines())
-             if "samples_per_s" in h]
-    step = done["best_f1_tuned"]["step"]
-    probs = np.load(rd.step(k, step) / "valid_probs.npy")
-    model, tok = tm.load_checkpoint(cfg, rd.step(k, step), comp.labels)
-    t1 = time.perf_counter()
-    tm.predict_probs(model, tok, comp.test_texts, cfg)
-    infer = time.perf_counter() - t1
-    return {"wall_s": wall, "probs": probs, "infer_s": infer, "peak_gb": peak_mem_gb(), "steps": done["steps"],
-            "steady_ex_s": float(np.median(rates)) if rates else float("nan")}
+    probs = np.load(rd.step(k, done["best_f1_tuned"]["step"]) / "valid_probs.npy")
+    return {"probs": probs, "wall_s": done["elapsed_s"], "steps": done["steps"],
+            "reused": time.perf_counter() - t0 < 0.5 * done["elapsed_s"]}
 
 
-def peer(cfg, comp, folds, k: int, out: Path) -> dict:
-    """The same fold with transformers.Trainer (the plain recipe)."""
-    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+# ---------------------------------------------------------------- the peer
+
+def peer_model(cfg: Config, comp, tok):
+    """The plain recipe's model: AutoModelForSequenceClassification, with peft LoRA (SEQ_CLS) for lora/qlora."""
+    from transformers import AutoModelForSequenceClassification
+
+    m = cfg.model
+    kwargs = {tm.dtype_kw(): tm.weights_dtype(cfg)}
+    if m.method == "qlora":
+        kwargs |= {"quantization_config": tm._quantization_config(cfg), "device_map": tm._quantized_device_map()}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        resolve_path(m.name_or_path), num_labels=len(comp.labels), problem_type="multi_label_classification",
+        **kwargs)
+    model.config.pad_token_id = tok.pad_token_id
+    if m.method in ("lora", "qlora"):
+        from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+
+        if m.method == "qlora":
+            model = prepare_model_for_kbit_training(model)
+        lc = cfg.lora
+        model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=lc.r, lora_alpha=lc.alpha,
+                                                 lora_dropout=lc.dropout, bias=lc.bias,
+                                                 target_modules=list(lc.target_modules) or None))
+    return model
+
+
+def peer_run(cfg: Config, comp, folds, k: int, tok, out: Path, steps: int, evaluate: bool) -> dict:
+    """Fold k with transformers.Trainer: `steps` updates (0: the config's epochs/max_steps); with `evaluate`, an
+    evaluation + checkpoint every `train.eval_every` steps and the best-F1 one loaded at the end. `tok`: the
+    project's tokenizer of the model (its pad token and right padding), so both sides read the same tokens."""
+    from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
     reset_mem()
-    t, path = cfg.train, tm.resolve_path(cfg.model.name_or_path)
+    t = cfg.train
     in_valid = folds["fold"].to_numpy() == k
-    Y = comp.Y.astype(np.float32)
-    model, tok = tm.build_model(cfg, comp.labels)  # same weights, head and pad-token handling as the project
-    del model
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(comp.labels), problem_type="multi_label_classification", dtype=torch.float32)
-    model.config.pad_token_id = tok.pad_token_id
+    model = peer_model(cfg, comp, tok)
     pw = torch.from_numpy(pos_weight(comp.Y[~in_valid], t.pos_weight, t.pos_weight_clip))
 
-    def ds(rows, with_labels=True):  # a list of feature dicts is all Trainer needs
-        texts = [comp.train_texts[i] for i in rows] if with_labels else rows
-        enc = tok(texts, truncation=True, max_length=cfg.model.max_length)
-        feats = [{key: enc[key][i] for key in enc} for i in range(len(texts))]
-        if with_labels:
-            for f, y in zip(feats, Y[rows]):
-                f["labels"] = y.tolist()
-        return feats
+    def rows(idx):  # a list of feature dicts is all Trainer needs
+        enc = tok([comp.train_texts[i] for i in idx], truncation=True, max_length=cfg.model.max_length)
+        return [{"input_ids": ids, "attention_mask": mask, "labels": comp.Y[i].astype(np.float32).tolist()}
+                for ids, mask, i in zip(enc["input_ids"], enc["attention_mask"], idx)]
 
     class WeightedTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, **kw):
@@ -109,37 +155,96 @@ def peer(cfg, comp, folds, k: int, out: Path) -> dict:
                 out.logits.float(), labels.float(), pos_weight=pw.to(labels.device))
             return (loss, out) if return_outputs else loss
 
+    class Clock(TrainerCallback):
+        times: list = []
+
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step % t.log_every == 0:
+                self.times.append((state.global_step, time.perf_counter(),
+                                   state.global_step * t.batch_size * t.grad_accum))
+
     def compute_metrics(pred):
-        probs = 1 / (1 + np.exp(-pred.predictions))
-        tuned, at05 = f1s(comp.Y[in_valid], probs)
+        tuned, at05 = f1s(comp.Y[in_valid], 1 / (1 + np.exp(-pred.predictions)))
         return {"f1_tuned": tuned, "f1_at_0.5": at05}
 
     precision = tm.resolve_precision(cfg)
     v5 = "warmup_ratio" not in inspect.signature(TrainingArguments).parameters  # v5: a float warmup_steps is a ratio
-    warmup = {"warmup_steps": t.warmup_ratio} if v5 else {"warmup_ratio": t.warmup_ratio}
+    every = (t.eval_every or steps or t.max_steps) if evaluate else 0
     args = TrainingArguments(
-        output_dir=str(out / "peer"), per_device_train_batch_size=t.batch_size,
+        output_dir=str(out / f"peer{k}"), per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size, gradient_accumulation_steps=t.grad_accum,
-        learning_rate=t.lr, weight_decay=t.weight_decay, lr_scheduler_type=t.scheduler, **warmup,
-        num_train_epochs=t.epochs, max_steps=t.max_steps if t.max_steps > 0 else -1, bf16=precision == "bf16",
-        fp16=precision == "fp16", eval_strategy="epoch" if t.max_steps <= 0 else "steps",
-        save_strategy="epoch" if t.max_steps <= 0 else "steps", eval_steps=t.max_steps or None,
-        save_steps=t.max_steps or None, load_best_model_at_end=True, metric_for_best_model="f1_tuned",
-        save_total_limit=2, report_to=[], seed=t.seed + k, logging_steps=t.log_every,
-        use_cpu=not torch.cuda.is_available())
-    trainer = WeightedTrainer(model=model, args=args, train_dataset=ds(np.flatnonzero(~in_valid)),
-                              eval_dataset=ds(np.flatnonzero(in_valid)), processing_class=tok,
-                              data_collator=DataCollatorWithPadding(tok), compute_metrics=compute_metrics)
+        learning_rate=t.lr, weight_decay=t.weight_decay, lr_scheduler_type=t.scheduler,
+        **({"warmup_steps": t.warmup_ratio} if v5 else {"warmup_ratio": t.warmup_ratio}),
+        num_train_epochs=t.epochs, max_steps=steps or (t.max_steps if t.max_steps > 0 else -1),
+        bf16=precision == "bf16", fp16=precision == "fp16", seed=t.seed + k, logging_steps=t.log_every,
+        eval_strategy="steps" if every else "no", save_strategy="steps" if every else "no",
+        eval_steps=every or None, save_steps=every or None, load_best_model_at_end=bool(every),
+        metric_for_best_model="f1_tuned", save_total_limit=2, report_to=[], use_cpu=not torch.cuda.is_available())
+    clock = Clock()
+    trainer = WeightedTrainer(model=model, args=args, train_dataset=rows(np.flatnonzero(~in_valid)),
+                              eval_dataset=rows(np.flatnonzero(in_valid)) if every else None, processing_class=tok,
+                              data_collator=DataCollatorWithPadding(tok), compute_metrics=compute_metrics,
+                              callbacks=[clock])
     t0 = time.perf_counter()
     trainer.train()
-    wall = time.perf_counter() - t0
-    pred = trainer.predict(ds(np.flatnonzero(in_valid)))
-    probs = 1 / (1 + np.exp(-pred.predictions))
-    t1 = time.perf_counter()
-    trainer.predict(ds(comp.test_texts, with_labels=False))
-    infer = time.perf_counter() - t1
-    return {"wall_s": wall, "probs": probs, "infer_s": infer, "peak_gb": peak_mem_gb(),
-            "steps": trainer.state.global_step}
+    result = {"wall_s": time.perf_counter() - t0, "steps": trainer.state.global_step, "ex_s": steady_rate(
+        [(0, t0, 0), *clock.times]), "peak_gb": peak_mem_gb()}
+    if every:
+        result["probs"] = 1 / (1 + np.exp(-trainer.predict(rows(np.flatnonzero(in_valid))).predictions))
+    return result
+
+
+# ---------------------------------------------------------------- the report
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
+
+
+def throughput(cfg: Config, comp, folds, k: int, steps: int, out: Path, peak: float) -> dict:
+    """Both loops `steps` updates of fold k, one after the other; examples/s, tokens/s, MFU, peak memory."""
+    model, tok = tm.build_model(cfg, comp.labels)
+    n_params = sum(tm.n_weights(p) for p in model.parameters())
+    frozen = any(not p.requires_grad for p in model.parameters())
+    del model
+    lengths = np.array([len(s) for s in tm.encode(tok, comp.train_texts, cfg)])
+    tokens_per_row = float(lengths[folds["fold"].to_numpy() != k].mean())
+    flops_per_token = (4 if frozen else 6) * n_params
+    results = {"project": project_throughput(cfg, comp, folds, k, steps, out),
+               "hf_trainer": peer_run(cfg, comp, folds, k, tok, out, steps, evaluate=False)}
+    for name, r in results.items():
+        r["tok_s"] = r["ex_s"] * tokens_per_row
+        r["mfu"] = flops_per_token * r["tok_s"] / (peak * 1e12) if peak else float("nan")
+        mem = "n/a (CPU)" if r["peak_gb"] is None else f"{r['peak_gb']:.2f} GB"
+        mfu = "n/a (no peak: --peak-tflops)" if np.isnan(r["mfu"]) else f"{r['mfu']:.1%}"
+        print(f"throughput {name:>10}: {r['ex_s']:.1f} train ex/s, {r['tok_s']:.0f} tokens/s, MFU {mfu}, peak "
+              f"memory {mem} ({steps} updates of {cfg.train.batch_size * cfg.train.grad_accum} rows, no evaluation)",
+              flush=True)
+    ratio = results["project"]["ex_s"] / results["hf_trainer"]["ex_s"]
+    print(f"throughput ratio project / HF Trainer: {ratio:.2f}x", flush=True)
+    results["ratio"] = ratio
+    return results
+
+
+def quality(cfg: Config, comp, folds, ks: list[int], out: Path) -> dict:
+    """Every fold in `ks` trained in full by both loops: held-out macro-F1 of each side's best evaluation."""
+    rows = {}
+    model, tok = tm.build_model(cfg, comp.labels)
+    del model
+    for k in ks:
+        Y = comp.Y[folds["fold"].to_numpy() == k]
+        proj, peer = project_quality(cfg, comp, folds, k), peer_run(cfg, comp, folds, k, tok, out, 0, evaluate=True)
+        n = int((folds["fold"].to_numpy() != k).sum())
+        for name, r in (("project", proj), ("hf_trainer", peer)):
+            r["f1_tuned"], r["f1_at_0.5"] = f1s(Y, r["probs"])
+            ex_s = r["steps"] * cfg.train.batch_size * cfg.train.grad_accum / r["wall_s"]
+            print(f"quality fold {k} {name:>10}: held-out macro-F1 {r['f1_tuned']:.4f} tuned / {r['f1_at_0.5']:.4f} "
+                  f"at 0.5, {r['steps']} steps in {r['wall_s']:.0f} s ({ex_s:.1f} ex/s with evaluation, {n} train "
+                  f"rows){' (the run folder' + chr(39) + 's finished fold)' if r.get('reused') else ''}", flush=True)
+        rows[k] = {"project": proj, "hf_trainer": peer}
+    mean = {name: float(np.mean([rows[k][name]["f1_tuned"] for k in ks])) for name in ("project", "hf_trainer")}
+    print(f"quality mean over folds {ks}: project {mean['project']:.4f}, HF Trainer {mean['hf_trainer']:.4f} "
+          f"(difference {mean['project'] - mean['hf_trainer']:+.4f})", flush=True)
+    return {"folds": rows, "mean": mean}
 
 
 @cli
@@ -147,10 +252,12 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "configs" / "mpnet-base.yaml"))
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--fold", type=int, default=0)
-    p.add_argument("--tiny", action="store_true", help="a tiny random BERT instead of the config's model (CPU)")
+    p.add_argument("--folds", default="0", help="folds: the first for throughput, all for --quality (e.g. 0-2)")
+    p.add_argument("--steps", type=int, default=100, help="updates of the throughput measure (0: none)")
+    p.add_argument("--quality", action="store_true", help="also train --folds in full with both loops")
+    p.add_argument("--tiny", nargs="?", const="bert", choices=["bert", "llama"],
+                   help="a tiny random BERT (full fine-tune) or Llama (LoRA) instead of the config's model (CPU)")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (default: known GPUs)")
-    p.add_argument("--only", choices=["project", "peer"], default=None)
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     out = Path(tempfile.mkdtemp(prefix="speed-"))
@@ -160,45 +267,20 @@ def main(argv: list[str] | None = None) -> dict:
     if a.tiny:
         from src.smoke import tiny_model
 
-        path = tiny_model("bert", out / "tiny-bert", comp.train_texts[:2000])
-        cfg = load_config(a.config, [*overrides, f"model.name_or_path={path}", "model.method=full"])
+        path = tiny_model(a.tiny, out / f"tiny-{a.tiny}", comp.train_texts[:2000])
+        method = "full" if a.tiny == "bert" else "lora"
+        cfg = load_config(a.config, [*overrides, f"model.name_or_path={path}", f"model.method={method}"])
     folds, _ = ensure_folds(cfg, comp, verbose=False)
-    in_valid = folds["fold"].to_numpy() == a.fold
-    model, tok = tm.build_model(cfg, comp.labels)
-    n_params = sum(p.numel() for p in model.parameters())
-    del model
-    seqs = tm.encode(tok, comp.train_texts, cfg)
-    n_train, tokens = int((~in_valid).sum()), sum(len(s) for s, v in zip(seqs, in_valid) if not v)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
-    peak = a.peak_tflops or next((v for key, v in PEAK_TFLOPS.items() if key in device), 0.0)
-    name = "tiny random BERT" if a.tiny else cfg.model.name_or_path
-    print(f"speed bench: {name} ({n_params / 1e6:.2f}M params), "
-          f"fold {a.fold}: {n_train} train rows, {tokens} tokens/epoch, batch {cfg.train.batch_size}, "
-          f"precision {tm.resolve_precision(cfg)}, device {device}")
-
+    ks = parse_folds(a.folds, cfg.folds.n_folds)
+    peak = a.peak_tflops or next((v for key, v in PEAK_TFLOPS.items() if key in device_name()), 0.0)
+    print(f"speed bench: {f'tiny random {a.tiny}' if a.tiny else cfg.model.name_or_path} ({cfg.model.method}), "
+          f"batch {cfg.train.batch_size}x{cfg.train.grad_accum}, max length {cfg.model.max_length}, precision "
+          f"{tm.resolve_precision(cfg)}, device {device_name()}", flush=True)
     results = {}
-    for name, fn in (("project", project), ("hf_trainer", peer)):
-        if a.only and fn.__name__ != a.only:
-            continue
-        r = fn(cfg, comp, folds, a.fold, out)
-        epochs = r["steps"] * cfg.train.batch_size * cfg.train.grad_accum / n_train
-        r["ex_s"] = epochs * n_train / r["wall_s"]
-        r["tok_s"] = epochs * tokens / r["wall_s"]
-        r["mfu"] = 6 * n_params * r["tok_s"] / (peak * 1e12) if peak else float("nan")
-        r["f1_tuned"], r["f1_at_0.5"] = f1s(comp.Y[in_valid], r["probs"])
-        r["infer_ex_s"] = len(comp.test) / r["infer_s"]
-        results[name] = r
-        mfu = "n/a (no peak: --peak-tflops)" if np.isnan(r["mfu"]) else f"{r['mfu']:.1%}"
-        print(f"{name:>10}: {r['steps']} steps in {r['wall_s']:.1f} s (evaluation and checkpoints included), "
-              f"{r['ex_s']:.0f} train ex/s, {r['tok_s']:.0f} tokens/s, MFU {mfu}, peak mem "
-              f"{r['peak_gb']:.2f} GB, held-out macro-F1 {r['f1_tuned']:.4f} (at 0.5: {r['f1_at_0.5']:.4f}), "
-              f"test prediction {r['infer_ex_s']:.0f} ex/s"
-              + (f"; between evaluations (median of logged rates, no compile/eval/saving): {r['steady_ex_s']:.0f} "
-                 "train ex/s" if "steady_ex_s" in r else ""))
-    if len(results) == 2:
-        proj, hf = results["project"], results["hf_trainer"]
-        print(f"throughput ratio project / HF Trainer: {proj['ex_s'] / hf['ex_s']:.2f}x (train), "
-              f"{proj['infer_ex_s'] / hf['infer_ex_s']:.2f}x (inference)")
+    if a.steps > 0:
+        results["throughput"] = throughput(cfg, comp, folds, ks[0], a.steps, out, peak)
+    if a.quality:
+        results["quality"] = quality(cfg, comp, folds, ks, out)
     return results
 
 

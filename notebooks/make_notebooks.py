@@ -41,7 +41,6 @@ class Note:
     title: str
     pip: tuple[str, ...] = ()  # extra packages for this notebook
     gated: bool = False  # the hub asks for a licence and a login token (HF_TOKEN)
-    hub: str = ""  # the hub id of a config's offline copy (model.name_or_path under ~/), for Colab and Kaggle
 
 
 # configs/<stem>.yaml -> its notebook's title and extras; a config not listed gets its stem as the title
@@ -50,28 +49,25 @@ NOTES = {
     "distilbert-base-uncased": Note("DistilBERT"),
     "distilbert-last2": Note("DistilBERT, last 2 layers trained"),
     "distilroberta-base": Note("DistilRoBERTa"),
-    "minilm-l6": Note("MiniLM-L6", hub="sentence-transformers/all-MiniLM-L6-v2"),
-    "mpnet-base": Note("MPNet-base", hub="sentence-transformers/all-mpnet-base-v2"),
-    "mpnet-base-fast": Note("MPNet-base, fast GPU recipe", hub="sentence-transformers/all-mpnet-base-v2"),
-    "mpnet-base-bs128": Note("MPNet-base, batch 128", hub="sentence-transformers/all-mpnet-base-v2"),
+    "minilm-l6": Note("MiniLM-L6"),
+    "mpnet-base": Note("MPNet-base"),
+    "mpnet-base-fast": Note("MPNet-base, fast GPU recipe"),
+    "mpnet-base-bs128": Note("MPNet-base, batch 128"),
     "gemma-2b": Note("Gemma-2B LoRA", gated=True),
     "llama-3.2-1b": Note("Llama-3.2-1B LoRA", gated=True),
     "stella-1.5b": Note("stella 1.5B LoRA"),
     "qwen2.5-1.5b": Note("Qwen2.5-1.5B LoRA"),
-    "qwen2.5-coder-0.5b": Note("Qwen2.5-Coder-0.5B LoRA", hub="Qwen/Qwen2.5-Coder-0.5B-Instruct"),
-    "smollm2-135m": Note("SmolLM2-135M LoRA", hub="HuggingFaceTB/SmolLM2-135M-Instruct"),
+    "qwen2.5-coder-0.5b": Note("Qwen2.5-Coder-0.5B LoRA"),
+    "smollm2-135m": Note("SmolLM2-135M LoRA"),
     "llama-3.2-3b-instruct": Note("Llama-3.2-3B-Instruct LoRA", gated=True),
     "qwen2.5-14b-instruct-qlora": Note("Qwen2.5-14B-Instruct QLoRA", pip=("bitsandbytes",)),
     "tfidf": Note("TF-IDF baseline"),
     "tfidf_cnb": Note("TF-IDF + complement naive Bayes"),
-    "probe_minilm": Note("Linear probe on MiniLM-L6 features", hub="sentence-transformers/all-MiniLM-L6-v2"),
-    "probe_mpnet": Note("Linear probe on MPNet features", hub="sentence-transformers/all-mpnet-base-v2"),
-    "llm_zeroshot_multi": Note("Zero-shot LLM scoring, one multi-label prompt",
-                               hub="HuggingFaceTB/SmolLM2-135M-Instruct"),
-    "llm_zeroshot_unary": Note("Zero-shot LLM scoring, a yes/no prompt per label",
-                               hub="HuggingFaceTB/SmolLM2-135M-Instruct"),
-    "llm_finetune_smollm2": Note("SmolLM2-135M fine-tuned to answer the labels",
-                                 hub="HuggingFaceTB/SmolLM2-135M-Instruct"),
+    "probe_minilm": Note("Linear probe on MiniLM-L6 features"),
+    "probe_mpnet": Note("Linear probe on MPNet features"),
+    "llm_zeroshot_multi": Note("Zero-shot LLM scoring, one multi-label prompt"),
+    "llm_zeroshot_unary": Note("Zero-shot LLM scoring, a yes/no prompt per label"),
+    "llm_finetune_smollm2": Note("SmolLM2-135M fine-tuned to answer the labels"),
 }
 
 # model_type -> what a run of it does (the notebook's first line after the title)
@@ -271,15 +267,11 @@ def common(m: Model, repo: str) -> list:
 
 
 def intro(m: Model) -> list[str]:
-    """The notebook's description: the family, the config's comment, gated / offline-model notes."""
+    """The notebook's description: the family, the config's comment, a gated model's note."""
     lines = [f"`configs/{m.config}.yaml`: {FAMILY[m.model_type]}", *config_comment(m.config)]
     if m.note.gated:
         lines += ["", "A gated model: accept its licence on the Hugging Face hub, then give your token as the secret "
                       "`HF_TOKEN` (Colab: the key icon; Kaggle: Add-ons > Secrets)."]
-    if m.note.hub and m.name_or_path.startswith("~"):
-        lines += ["", f"The config loads an offline copy (`{m.name_or_path}`); on Colab or Kaggle take it from the "
-                      f"hub: `OVERRIDES = [\"model.name_or_path={m.note.hub}\", \"exp={m.config}\"]` (the same "
-                      "model, so the same run name)."]
     return lines
 
 

@@ -1,7 +1,8 @@
 """Multi-label losses on logits: BCE, focal and asymmetric (ASL), each with per-class `pos_weight` and label smoothing.
 
 `make_loss(cfg.train, pos_weight)` returns `loss(logits, targets) -> scalar` (mean over rows and labels).
-`pos_weight` (from the fold's training rows, src/weights.py) multiplies the positive term of every loss;
+`pos_weight` (from the fold's training rows, src/weights.py; given on the logits' device, so no step copies it)
+multiplies the positive term of every loss;
 label smoothing moves the 0/1 targets to eps/2 and 1 - eps/2.
 """
 
@@ -63,11 +64,10 @@ def make_loss(cfg: TrainConfig, pos_weight: torch.Tensor | None = None) -> Calla
 
     def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits, y = logits.float(), smooth(targets.float(), eps)
-        pw = None if pos_weight is None else pos_weight.to(logits.device)
         if cfg.loss == "focal":
-            return focal(logits, y, pw, cfg.focal_gamma)
+            return focal(logits, y, pos_weight, cfg.focal_gamma)
         if cfg.loss == "asl":
-            return asl(logits, y, pw, cfg.asl_gamma_pos, cfg.asl_gamma_neg, cfg.asl_clip)
-        return bce(logits, y, pw)
+            return asl(logits, y, pos_weight, cfg.asl_gamma_pos, cfg.asl_gamma_neg, cfg.asl_clip)
+        return bce(logits, y, pos_weight)
 
     return loss

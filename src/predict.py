@@ -158,7 +158,7 @@ def check_trained_settings(cfg: Config, rd: RunDir, sections=("model", "lora")) 
     """Predict only with the settings the run was trained with (its config.yaml): a config that differs in `sections`
     (a forgotten max_length override, another model) is a UserError naming each key."""
     from src.config import load_saved_sections, to_dict
-    from src.train import changes
+    from src.fingerprint import changes
 
     if not rd.root.joinpath("config.yaml").is_file():
         return

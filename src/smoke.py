@@ -85,9 +85,10 @@ def arch_of(name_or_path: str) -> str:
     raise UserError(f"no tiny smoke architecture for model '{name_or_path}' (known: {', '.join(sorted(TINY))})")
 
 
-def tiny_tokenizer(arch: str, texts: list[str]):
-    """A small fast tokenizer trained on `texts`: WordPiece with [CLS]/[SEP] for BERT-like encoders, byte-level
-    BPE with <s>/</s> for RoBERTa, byte-level BPE with a BOS token and a pad token for decoders."""
+def tiny_tokenizer(arch: str, texts: list[str], vocab_size: int = 300):
+    """A fast tokenizer of at most `vocab_size` tokens trained on `texts`: WordPiece with [CLS]/[SEP] for BERT-like
+    encoders, byte-level BPE with <s>/</s> for RoBERTa, byte-level BPE with a BOS token and a pad token for
+    decoders."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -98,7 +99,7 @@ def tiny_tokenizer(arch: str, texts: list[str]):
         tok.normalizer = normalizers.BertNormalizer(lowercase=True)
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=list(special.values()))
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(special.values()))
         template = ("[CLS] $A [SEP]", "[CLS] $A [SEP] $B:1 [SEP]:1", ["[CLS]", "[SEP]"])
     else:
         if arch == "roberta":
@@ -111,7 +112,7 @@ def tiny_tokenizer(arch: str, texts: list[str]):
         tok = Tokenizer(models.BPE(unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=arch == "roberta")
         tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=list(dict.fromkeys(special.values())),
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(dict.fromkeys(special.values())),
                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
     single, pair, names = template
@@ -120,9 +121,20 @@ def tiny_tokenizer(arch: str, texts: list[str]):
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=128, **special)
 
 
-def tiny_model(arch: str, out_dir: str | Path, texts: list[str], seed: int = 0) -> Path:
+# Real model shapes with random weights (speed measures need no pretrained weights): arch, config, tokenizer vocab
+SHAPES = {
+    "mpnet-base": ("mpnet", dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                 intermediate_size=3072, max_position_embeddings=514, vocab_size=30527), 30000),
+    "llama-3.2-1b": ("llama", dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32,
+                                   num_key_value_heads=8, intermediate_size=8192, max_position_embeddings=2048,
+                                   rope_theta=500000.0, tie_word_embeddings=True, vocab_size=128256), 30000),
+}
+
+
+def tiny_model(arch: str, out_dir: str | Path, texts: list[str], seed: int = 0, shape: str = "") -> Path:
     """Save a tiny random model of `arch` (the hub layout: a masked-LM or causal-LM checkpoint) and its
-    tokenizer to `out_dir`; loadable with `from_pretrained(out_dir)` like a hub model. Reused if present."""
+    tokenizer to `out_dir`; loadable with `from_pretrained(out_dir)` like a hub model. Reused if present.
+    `shape` (a SHAPES name): that real model's size instead, random weights and a tokenizer trained on `texts`."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
@@ -131,13 +143,17 @@ def tiny_model(arch: str, out_dir: str | Path, texts: list[str], seed: int = 0) 
         return out
     if arch not in TINY:
         raise UserError(f"unknown tiny architecture '{arch}' (known: {', '.join(sorted(TINY))})")
-    tokenizer = tiny_tokenizer(arch, texts)
+    size, vocab = (TINY[arch], 300) if not shape else (SHAPES[shape][1], SHAPES[shape][2])
+    tokenizer = tiny_tokenizer(arch, texts, vocab)
     ids = {k: tokenizer.convert_tokens_to_ids(v) for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
     special = {f"{k[:-6]}_token_id": ids[k] for k in ("pad_token", "bos_token", "eos_token") if k in ids}
-    config = AutoConfig.for_model(arch, vocab_size=len(tokenizer), **TINY[arch], **special)
+    config = AutoConfig.for_model(arch, **{"vocab_size": len(tokenizer), **size}, **special)
     torch.manual_seed(seed)
     auto = AutoModelForCausalLM if arch in DECODERS else AutoModelForMaskedLM
-    model = auto.from_config(config)
+    with torch.device("cuda" if shape and torch.cuda.is_available() else "cpu"):  # a full size builds on the GPU
+        model = auto.from_config(config)
+    if shape and arch in DECODERS:
+        model = model.to(torch.bfloat16)  # as decoders are published (half the file to write)
     tmp = out.with_name(out.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

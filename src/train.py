@@ -4,12 +4,15 @@
     accelerate launch --multi_gpu --num_processes 2 -m src.train --config ...   # 2 GPUs (or 2 CPU processes)
 
 The same code runs on CPU, one GPU or several (DDP through `accelerate launch`; on a machine without CUDA the
-processes train on CPU). Per fold k, in checkpoints/<exp>/fold<k>/:
+processes train on CPU), and means the same training on each: `train.batch_size` x `train.grad_accum` rows per
+update is the global batch, split over the processes (`batch_plan`). Per fold k, in checkpoints/<exp>/fold<k>/:
     step<N>/       at every evaluation (each `train.eval_every` steps, each epoch end, the last step):
                    weights (full/last_n) or LoRA adapter + head, tokenizer, metrics.json, valid_probs.npy;
-                   the newest one also holds resume.pt (optimizer, scheduler, each process's RNG, data position)
+                   the newest one also holds resume.pt (optimizer, scheduler, fp16 loss scale, each process's
+                   RNG, data position; resumed by as many processes as saved it)
     history.jsonl  training loss every `train.log_every` steps, every evaluation, every resume
-    done.json      the fold is finished: later runs skip it (delete the fold's folder to train it again)
+    done.json      the fold is finished (fingerprint, steps, processes, best checkpoint): later runs skip it
+                   (delete the fold's folder to train it again)
 A killed run restarts where it stopped: finished folds are skipped, an unfinished fold continues from its newest
 checkpoint (each process with its own RNG state, so a multi-GPU resume is exact too; a damaged newest resume state
 falls back to the newest intact one, else the fold starts again, with a note). done.json and resume.pt hold the
@@ -32,7 +35,6 @@ After each fold its model, optimizer and W&B run are released (`release_fold`), 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import random
@@ -40,7 +42,9 @@ import re
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -59,11 +63,12 @@ from src.checkpoints import (
     repair_resume,
     save_checkpoint,
 )
-from src.config import Config, ThresholdConfig, dump_config, load_config, to_dict
-from src.data import Competition, digest
+from src.config import Config, ThresholdConfig, TrainConfig, dump_config, load_config, to_dict
+from src.data import Competition
 from src.ema import EMA
 from src.errors import ArgParser, UserError, cli
-from src.fileio import read_json, write_json, write_text
+from src.fileio import write_json, write_text
+from src.fingerprint import check_reuse, fingerprint, fingerprint_parts, read_done
 from src.folds import folds_for_run, parse_folds
 from src.losses import make_loss
 from src.models import transformer as tm
@@ -235,28 +240,6 @@ def restore_rng(saved: list[dict] | dict, acc) -> None:
     _set_rng_state(saved[acc.process_index] if isinstance(saved, list) else saved, acc.device)
 
 
-NOT_IN_FINGERPRINT = ("report_to", "log_every", "keep_top_k", "keep_metric", "eval_batch_size", "compile",
-                      "pad_to_multiple", "resume_state", "checkpoint_dtype")
-
-
-def fingerprint_parts(cfg: Config, comp: Competition, held_out_ids, sections=("model", "lora", "train")) -> dict:
-    """What a fold's trained model depends on: the config `sections` (minus logging/bookkeeping fields) and, under
-    "data", the label names and digests of train.csv's ids, texts and label values and of the fold's held-out ids
-    (the fold assignment). Stored in done.json / resume.pt, so a mismatch can name what changed."""
-    tree = to_dict(cfg)
-    parts = {s: {key: v for key, v in tree[s].items() if not (s == "train" and key in NOT_IN_FINGERPRINT)}
-             for s in sections}
-    parts["data"] = {"label names": list(comp.labels), "train ids": digest(comp.train_ids),
-                     "train texts": digest(comp.train_texts), "train labels": digest(comp.Y.tolist()),
-                     "held-out ids": digest([str(i) for i in held_out_ids])}
-    return json.loads(json.dumps(parts, default=str))  # as read back from JSON: tuples are lists
-
-
-def fingerprint(parts: dict) -> str:
-    """The hash of `fingerprint_parts`: a finished or resumable fold is reused only under the same one."""
-    return hashlib.sha1(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def fold_parts(cfg: Config, comp: Competition, folds, k: int) -> dict:
     parts = fingerprint_parts(cfg, comp, folds["id"].to_numpy()[folds["fold"].to_numpy() == k])
     lessons = teacher.fingerprint_part(cfg, comp, folds)
@@ -267,70 +250,6 @@ def fold_parts(cfg: Config, comp: Competition, folds, k: int) -> dict:
 
 def fold_fingerprint(cfg: Config, comp: Competition, folds, k: int) -> str:
     return fingerprint(fold_parts(cfg, comp, folds, k))
-
-
-_MISSING = object()
-
-
-def _show(value) -> str:
-    return "(unset)" if value is _MISSING else json.dumps(value) if isinstance(value, (list, dict)) else str(value)
-
-
-def changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
-    """What differs between saved and current fingerprint parts: (settings like "train.lr 2e-05 -> 3e-05",
-    data like "train texts")."""
-    settings, data = [], []
-    for section in sorted(set(saved) | set(current)):
-        old, new = saved.get(section), current.get(section)
-        if not (isinstance(old, dict) and isinstance(new, dict)):
-            if old != new:
-                (data if section == "data" else settings).append(section)
-            continue
-        for key in sorted(set(old) | set(new)):
-            before, after = old.get(key, _MISSING), new.get(key, _MISSING)
-            if before == after:
-                continue
-            if section == "data":
-                data.append(f"{key} {_show(before)} -> {_show(after)}" if key == "label names" else key)
-            else:
-                settings.append(f"{section}.{key} {_show(before)} -> {_show(after)}")
-    return settings, data
-
-
-def mismatch(saved: dict, current: dict) -> str | None:
-    """Why a done.json / resume state (`saved`: "fingerprint", "fingerprint_parts") does not fit the `current`
-    parts, or None when it does (or holds no fingerprint at all)."""
-    old = saved.get("fingerprint")
-    if old is None or old == fingerprint(current):
-        return None
-    parts = saved.get("fingerprint_parts")
-    if not isinstance(parts, dict):  # written before the parts were stored: only the hash to compare
-        return (f"settings or data changed (fingerprint {old}, now {fingerprint(current)}; an older kit's fold "
-                "records no details)")
-    settings, data = changes(parts, current)
-    why = [f"settings changed ({', '.join(settings)})"] if settings else []
-    why += [f"data changed ({', '.join(data)})"] if data else []
-    return " and ".join(why) or f"fingerprint changed ({old}, now {fingerprint(current)})"
-
-
-def check_reuse(fold_dir: Path, saved: dict, current: dict, what: str) -> None:
-    """A UserError naming the fold folder, what changed and how to retrain, unless `saved` fits `current`."""
-    why = mismatch(saved, current)
-    if why:
-        raise UserError(f"{fold_dir} holds a {what} that no longer matches: {why}; delete {fold_dir} to train it "
-                        "again, or use another exp name")
-
-
-def read_done(fold_dir: Path) -> dict:
-    """A fold's done.json; a damaged one is a UserError saying how to retrain the fold."""
-    path = fold_dir / "done.json"
-    try:
-        done = read_json(path)
-    except UserError as e:
-        raise UserError(f"{e}; delete {fold_dir} to train the fold again") from None
-    if not isinstance(done, dict):
-        raise UserError(f"{path} holds no mapping (truncated or corrupted?); delete {fold_dir} to train the fold again")
-    return done
 
 
 def check_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int) -> bool:
@@ -355,6 +274,7 @@ def preflight(cfg: Config, comp: Competition, folds, rd: RunDir) -> None:
     data's run (`check_run_data`), and every run fold's done.json or resume state against its fingerprint (a
     mismatch on fold 7 is found before fold 0 trains)."""
     check_train_config(cfg)
+    batch_plan(cfg.train, processes())  # the global batch splits over the processes
     check_run_data(cfg, comp, rd)
     teacher.check(cfg, comp, folds)
     for k in folds_for_run(cfg):
@@ -372,16 +292,79 @@ def _append(path: Path, record: dict) -> None:
 
 # ---------------------------------------------------------------- the loop
 
-def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
-               callbacks: tuple[Callable[[dict], None], ...] = ()) -> None:
-    """Train fold k on its training rows, evaluating and checkpointing on its held-out rows."""
-    from accelerate.utils import set_seed
+def processes() -> int:
+    """The number of training processes (`accelerate launch --num_processes`; 1 without it)."""
+    from accelerate import PartialState
 
-    t = cfg.train
-    t0 = time.time()
-    fold_dir = rd.fold(k)
-    main = acc.is_main_process
-    if main:
+    return PartialState(cpu=not torch.cuda.is_available()).num_processes
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one update's `train.batch_size` x `train.grad_accum` rows are spread over the processes: `micro` rows
+    per process per forward, `accum` forwards per update, `world` processes. The global batch is the config's on
+    any number of GPUs, so a config means the same training (steps, LR schedule) on 1 or 8 of them."""
+    micro: int
+    accum: int
+    world: int
+
+
+def batch_plan(t: TrainConfig, world: int) -> BatchPlan:
+    """The largest per-process micro-batch (at most `train.batch_size`) that splits the update's rows evenly; a
+    global batch that does not split over the processes is a UserError."""
+    rows = t.batch_size * t.grad_accum
+    if rows % world:
+        raise UserError(f"train.batch_size={t.batch_size} x train.grad_accum={t.grad_accum} = {rows} rows per update "
+                        f"do not split over {world} processes: use a multiple of {world} (the global batch is kept "
+                        "on any number of GPUs), or launch another number of processes (NUM_PROCESSES)")
+    share = rows // world
+    micro = max(m for m in range(1, min(t.batch_size, share) + 1) if share % m == 0)
+    plan = BatchPlan(micro, share // micro, world)
+    if t.compile in GRAPH_MODES and plan.accum > 1:
+        raise UserError(f"train.compile={t.compile} (CUDA graphs) with {plan.accum} accumulated micro-batches per "
+                        f"update (train.grad_accum={t.grad_accum}, {world} processes) overwrites the accumulated "
+                        "gradients (pytorch#169545): use train.compile=default or max-autotune-no-cudagraphs, or "
+                        "train.grad_accum=1")
+    return plan
+
+
+@dataclass
+class Fold:
+    """One fold's training, as `setup_fold` builds it: the model and optimizer (prepared by accelerate), the
+    tokenized texts, the rows, the batch plan and the position to start from."""
+    cfg: Config
+    k: int
+    dir: Path
+    acc: Any
+    model: Any
+    tokenizer: Any
+    opt: Any
+    sched: Any
+    ema: EMA | None
+    loss_fn: Callable
+    seqs: list  # token ids of train.csv's texts (+ a teacher's pseudo rows after them)
+    Y: np.ndarray  # their training targets
+    Y_valid: np.ndarray  # train.csv's labels of the held-out rows
+    labels: list[str]
+    train_rows: np.ndarray
+    valid_rows: np.ndarray
+    lengths: np.ndarray  # tokens of each training row
+    plan: BatchPlan
+    total: int
+    steps_per_epoch: int
+    parts: dict  # the fingerprint parts
+    resume: Path | None
+    pos: dict  # step, epoch, micro (the next micro-batch), elapsed_s
+    t0: float = field(default_factory=time.time)
+
+    @property
+    def elapsed(self) -> float:
+        return self.pos["elapsed_s"] + time.time() - self.t0
+
+
+def _open_fold_dir(fold_dir: Path, k: int, acc) -> None:
+    """Create the fold folder, drop interrupted checkpoint writes and pass over a damaged newest resume state."""
+    if acc.is_main_process:
         try:
             fold_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -390,212 +373,309 @@ def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
             shutil.rmtree(tmp, ignore_errors=True)
         repair_resume(fold_dir, k)  # a damaged newest resume state: the newest intact one, or step 0
     acc.wait_for_everyone()
-    parts = fold_parts(cfg, comp, folds, k)
-    fp = fingerprint(parts)
+
+
+def _resume_point(fold_dir: Path, k: int, parts: dict) -> tuple[Path | None, dict | None]:
+    """The newest intact checkpoint with resume state and that state (checked against the fold's fingerprint)."""
     resume, state, _ = find_resume(fold_dir)
     if resume is None and checkpoint_dirs(fold_dir):
         raise UserError(f"{fold_dir} has checkpoints but no resume state or done.json (train.resume_state=false "
                         f"keeps none): delete it to train fold {k} again")
     if state is not None:
         check_reuse(fold_dir, state, parts, "half-trained fold")
-    set_seed(t.seed + k)
+    return resume, state
 
+
+def _restore(f: Fold, state: dict) -> None:
+    """Optimizer, schedule, fp16 loss scale, RNG, EMA and data position from a resume state."""
+    if state.get("processes", f.plan.world) != f.plan.world:
+        raise UserError(f"{f.resume} was saved by {state['processes']} processes; resume it with as many")
+    f.opt.load_state_dict(state["optimizer"])
+    f.sched.load_state_dict(state["scheduler"])
+    scaler = getattr(f.acc, "scaler", None)
+    if scaler is not None and state.get("scaler"):  # fp16: the loss scale it had reached, not 65536 again
+        scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"], f.acc)
+    if f.ema is not None:  # back to the raw weights the optimizer was training
+        f.ema.load_raw(state["raw_params"])
+    f.pos = state["position"]
+
+
+def setup_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc) -> Fold:
+    """Everything fold k's loop needs: the model (from its newest resume state, if any), tokenized texts, the
+    loss with the fold's pos_weight (on the device once), the batch plan and step count, optimizer, schedule and
+    EMA (restored when resuming), prepared by accelerate (and compiled with `train.compile`)."""
+    from accelerate.utils import set_seed
+
+    t = cfg.train
+    fold_dir = rd.fold(k)
+    _open_fold_dir(fold_dir, k, acc)
+    parts = fold_parts(cfg, comp, folds, k)
+    resume, state = _resume_point(fold_dir, k, parts)
+    set_seed(t.seed + k)
     model, tokenizer = tm.build_model(cfg, comp.labels, checkpoint=resume)
     if state is not None and "weights" in state:  # half-precision weight files: the exact weights are in resume.pt
         model.load_state_dict(state["weights"])
     in_valid = folds["fold"].to_numpy() == k
-    valid_rows = np.flatnonzero(in_valid)
     texts, Y, train_rows = teacher.training_set(cfg, comp, folds, k)  # train.csv (+ a teacher's pseudo-labels)
-    seqs = tm.encode(tokenizer, texts, cfg)
-    lengths = np.array([len(s) for s in seqs])[train_rows]
-    pad_id, side = tokenizer.pad_token_id, tokenizer.padding_side
     weights = pos_weight(comp.Y[~in_valid].astype(np.float32), t.pos_weight, t.pos_weight_clip)  # labeled rows
-    loss_fn = make_loss(t, torch.from_numpy(weights))
-
-    world, rank = acc.num_processes, acc.process_index
-    n_micro = len(epoch_batches(lengths, t.batch_size, world, 0, False, t.drop_last))
-    steps_per_epoch = math.ceil(n_micro / t.grad_accum)
+    plan = batch_plan(t, acc.num_processes)
+    seqs = tm.encode(tokenizer, texts, cfg)
+    lengths = np.array([len(seqs[r]) for r in train_rows])
+    n_micro = len(epoch_batches(lengths, plan.micro, plan.world, 0, False, t.drop_last))
+    steps_per_epoch = math.ceil(n_micro / plan.accum)
     total = t.max_steps if t.max_steps > 0 else math.ceil(t.epochs * steps_per_epoch)
-    if main:  # the run's checkpoints must fit the disk: found now, not hours in
-        evals = len({*range(t.eval_every, total + 1, t.eval_every or total + 1),
-                     *range(steps_per_epoch, total + 1, steps_per_epoch), total})
-        todo = [j for j in folds_for_run(cfg) if not (rd.fold(j) / "done.json").is_file()]
-        check_disk(fold_dir, cfg, *footprint(model, cfg), kept=t.keep_top_k or evals, folds_left=len(todo))
+    if acc.is_main_process:  # the run's checkpoints must fit the disk: found now, not hours in
+        _check_fold_disk(cfg, rd, fold_dir, model, total, steps_per_epoch)
     if cfg.model.method != "qlora":  # a 4-bit model is placed on its GPU when loaded and cannot be moved
         model.to(acc.device)
     opt, sched = make_optimizer(model, cfg, total)
     ema = EMA(model, t.ema) if t.ema > 0 else None  # resumed: the checkpoint holds the averaged weights
-    if world > 1:  # same initial weights everywhere (seeded above), then a dropout stream of each process's own
+    if plan.world > 1:  # same initial weights everywhere (seeded above), then a dropout stream of each process's own
         set_seed(t.seed + k, device_specific=True)
-    pos = {"step": 0, "epoch": 0, "micro": 0, "elapsed_s": 0.0}
+    f = Fold(cfg, k, fold_dir, acc, model, tokenizer, opt, sched, ema,
+             make_loss(t, torch.from_numpy(weights).to(acc.device)), seqs, Y, comp.Y[in_valid], list(comp.labels),
+             train_rows, np.flatnonzero(in_valid), lengths, plan, total, steps_per_epoch, parts, resume,
+             {"step": 0, "epoch": 0, "micro": 0, "elapsed_s": 0.0})
     if state is not None:
-        if state.get("processes", world) != world:
-            raise UserError(f"{resume} was saved by {state['processes']} processes; resume it with as many")
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        restore_rng(state["rng"], acc)
-        if ema is not None:  # back to the raw weights the optimizer was training
-            ema.load_raw(state["raw_params"])
-        pos = state["position"]
-    model, opt = acc.prepare(model, opt)
+        _restore(f, state)
+    f.model, f.opt = acc.prepare(model, opt)
     if t.compile != "none":  # evaluation and saving use the plain module (unwrap_model(keep_torch_compile=False))
-        model = torch.compile(model, mode=None if t.compile == "default" else t.compile)
-    model.train()
-    cuda = acc.device.type == "cuda"
-    multiple = t.pad_to_multiple or (8 if cuda else 1)
-    graphs = t.compile in GRAPH_MODES
+        f.model = torch.compile(f.model, mode=None if t.compile == "default" else t.compile)
+    f.model.train()
+    return f
 
-    step, epoch, start_micro = pos["step"], pos["epoch"], pos["micro"]
-    history = fold_dir / "history.jsonl"
-    if main:
-        acc.print(f"[{cfg.exp}] fold {k}: {len(train_rows)} train / {len(valid_rows)} held-out rows, {total} steps "
-                  f"({steps_per_epoch}/epoch, batch {t.batch_size}x{world} proc x{t.grad_accum} accum), "
-                  f"{tm.describe(model)}, precision {tm.resolve_precision(cfg)}, device {acc.device}"
-                  + (f"; resuming at step {step} from {resume}" if resume else ""))
+
+def _check_fold_disk(cfg: Config, rd: RunDir, fold_dir: Path, model, total: int, steps_per_epoch: int) -> None:
+    t = cfg.train
+    evals = len({*range(t.eval_every, total + 1, t.eval_every or total + 1),
+                 *range(steps_per_epoch, total + 1, steps_per_epoch), total})
+    todo = [j for j in folds_for_run(cfg) if not (rd.fold(j) / "done.json").is_file()]
+    check_disk(fold_dir, cfg, *footprint(model, cfg), kept=t.keep_top_k or evals, folds_left=len(todo))
+
+
+def device_batch(f: Fold, rows: np.ndarray) -> tuple[dict, torch.Tensor]:
+    """The padded inputs and targets of `rows` on the training device (pinned host memory: asynchronous copies)."""
+    t = f.cfg.train
+    cuda = f.acc.device.type == "cuda"
+    batch = tm.pad_batch([f.seqs[r] for r in rows], f.tokenizer.pad_token_id, f.tokenizer.padding_side,
+                         t.pad_to_multiple or (8 if cuda else 1))
+    batch["labels"] = torch.from_numpy(f.Y[rows])
+    if cuda:
+        batch = {key: v.pin_memory() for key, v in batch.items()}
+    batch = {key: v.to(f.acc.device, non_blocking=True) for key, v in batch.items()}
+    return batch, batch.pop("labels")
+
+
+def update(f: Fold, group: list[np.ndarray], step: int) -> torch.Tensor:
+    """One optimizer update from a group of global micro-batches (this process takes every world-th row of each;
+    gradients are all-reduced on the group's last one only). Returns the update's loss, on the device."""
+    acc, plan = f.acc, f.plan
+    loss_sum = torch.zeros((), device=acc.device)
+    for j, global_rows in enumerate(group):
+        batch, y = device_batch(f, f.train_rows[global_rows[acc.process_index::plan.world]])
+        if f.cfg.train.compile in GRAPH_MODES:  # a new iteration: outputs of the previous replay may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
+        with contextlib.nullcontext() if j + 1 == len(group) else acc.no_sync(f.model):
+            loss = f.loss_fn(f.model(**batch).logits, y) / len(group)
+            acc.backward(loss)
+        loss_sum += loss.detach()
+    optimizer_step(acc, f.model, f.opt, f.sched, f.ema, step, f.cfg.train.max_grad_norm)
+    return loss_sum
+
+
+class Meter:
+    """The training loss and speed between logs and between evaluations, kept on the device (read only at a log
+    or an evaluation: no host sync per step), the progress bar and history.jsonl's loss lines."""
+
+    def __init__(self, f: Fold, step: int):
+        self.f, self.main = f, f.acc.is_main_process
+        zero = torch.zeros((), device=f.acc.device)
+        self.log_loss, self.eval_loss = zero.clone(), zero.clone()
+        self.log_steps = self.eval_steps = self.rows = 0
+        self.t_log, self.shown = time.time(), {}
+        self.bar = tqdm(total=f.total, initial=step, desc=f"fold {f.k}", unit="step", disable=not self.main,
+                        dynamic_ncols=True)
+
+    def add(self, loss: torch.Tensor, rows: int) -> None:
+        self.log_loss += loss
+        self.eval_loss += loss
+        self.log_steps, self.eval_steps, self.rows = self.log_steps + 1, self.eval_steps + 1, self.rows + rows
+        self.bar.update(1)
+
+    def show(self, **values) -> None:
+        self.shown.update(values)  # f1 appears once there is an evaluation
+        self.bar.set_postfix(self.shown)
+
+    def log(self, step: int, lr: float) -> None:
+        train_loss = self.log_loss.item() / self.log_steps
+        rate = self.rows / (time.time() - self.t_log)
+        self.show(loss=f"{train_loss:.4f}", lr=f"{lr:.2e}")
+        if self.main:
+            _append(self.f.dir / "history.jsonl", {"step": step, "train_loss": train_loss, "lr": lr,
+                                                   "samples_per_s": rate})
+        self.f.acc.log({"train/loss": train_loss, "train/lr": lr, "train/samples_per_s": rate}, step=step)
+        self.log_loss.zero_()
+        self.log_steps, self.rows, self.t_log = 0, 0, time.time()
+
+    def take_eval_loss(self) -> float:
+        """The training loss averaged over the updates since the last evaluation (and over the processes)."""
+        mean = self.f.acc.reduce(self.eval_loss, "mean").item() / max(self.eval_steps, 1)
+        self.eval_loss.zero_()
+        self.eval_steps = 0
+        return mean
+
+
+def _resume_state(f: Fold, step: int, nxt: dict, rngs: list, raw) -> dict:
+    """What resuming after this evaluation needs: fingerprint, optimizer, schedule, fp16 loss scale, every
+    process's RNG, the data position, and the raw weights under an EMA or half-precision weight files."""
+    state = {"fingerprint": fingerprint(f.parts), "fingerprint_parts": f.parts, "processes": f.plan.world,
+             "optimizer": f.opt.state_dict(), "scheduler": f.sched.state_dict(), "rng": rngs,
+             "position": {"step": step, **nxt, "elapsed_s": f.elapsed}}
+    scaler = getattr(f.acc, "scaler", None)
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
+    if raw is not None:  # the checkpoint holds the averaged weights, resuming the raw ones
+        state["raw_params"] = [w.cpu() for w in raw]
+    plain = f.acc.unwrap_model(f.model, keep_torch_compile=False)
+    if f.cfg.train.checkpoint_dtype != "float32" and not tm.is_peft(plain):  # rounded weight files: exact ones here
+        state["weights"] = {n: w.detach().cpu() for n, w in plain.state_dict().items()}
+    return state
+
+
+def _save(f: Fold, step: int, record: dict, probs: np.ndarray, state: dict | None) -> bool:
+    """Write step<N>/ when it is needed (resume state) or ranks in the top `train.keep_top_k`; prune the rest."""
+    t = f.cfg.train
+    if state is None and not makes_top_k(f.dir, record, t.keep_top_k, t.keep_metric):
+        return False
+    plain = f.acc.unwrap_model(f.model, keep_torch_compile=False)
+    half = t.checkpoint_dtype != "float32" and not tm.is_peft(plain)
+    saved = save_checkpoint(f.dir, step, plain, f.tokenizer, record, probs, state, t.checkpoint_dtype if half else None)
+    prune(f.dir, t.keep_top_k, t.keep_metric, protect=saved if state else None)
+    return True
+
+
+def evaluate_and_checkpoint(f: Fold, step: int, nxt: dict, train_loss: float, lr: float, meter: Meter,
+                            callbacks: tuple[Callable[[dict], None], ...]) -> None:
+    """Score the held-out rows (every process), stop on NaN/inf before anything is written, then (main process)
+    write the checkpoint if kept, log the evaluation and call the callbacks with its metrics record."""
+    acc, t = f.acc, f.cfg.train
+    with f.ema.applied() if f.ema is not None else contextlib.nullcontext() as raw:
+        logits = evaluate(acc, f.model, f.seqs, f.valid_rows, f.tokenizer.pad_token_id, f.tokenizer.padding_side,
+                          t.eval_batch_size)
+        if not np.isfinite(logits).all():  # every process holds all logits: all stop, nothing saved
+            raise UserError(f"fold {f.k} diverged at step {step} (NaN/inf outputs): lower train.lr (now {t.lr:g}), "
+                            "raise train.warmup_ratio or keep train.max_grad_norm > 0 (fp16: try "
+                            f"train.precision=bf16), then delete {f.dir} to train it again")
+        rngs = rng_states(acc) if t.resume_state else None  # each process resumes with its own (a collective)
+        if acc.is_main_process:
+            scores, probs = eval_metrics(f.Y_valid, logits, f.labels)
+            record = {"fold": f.k, "step": step, "epoch": round(step / f.steps_per_epoch, 4),
+                      "train_loss": train_loss, "val_loss": scores.pop("val_loss"), **scores, "lr": lr,
+                      "elapsed_s": round(f.elapsed, 2)}
+            kept = _save(f, step, record, probs, _resume_state(f, step, nxt, rngs, raw) if t.resume_state else None)
+            meter.bar.write(f"[{f.cfg.exp}] fold {f.k} step {step}/{f.total} (epoch {record['epoch']:.2f}): train "
+                            f"loss {train_loss:.4f}, val loss {record['val_loss']:.4f}, macro-F1 "
+                            f"{record['f1_at_0.5']:.4f} at 0.5 / {record['f1_tuned']:.4f} tuned"
+                            + ("" if kept else f" (not in the top {t.keep_top_k}: not saved)"))
+            _append(f.dir / "history.jsonl", {"event": "eval", **{key: record[key] for key in (
+                "step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned", "elapsed_s")}})
+            meter.show(loss=f"{train_loss:.4f}", f1=f"{record['f1_tuned']:.4f}", lr=f"{lr:.2e}")
+            acc.log({f"eval/{key}": record[key] for key in ("val_loss", "f1_at_0.5", "f1_tuned")}, step=step)
+            for callback in callbacks:
+                callback(record)
+        acc.wait_for_everyone()
+
+
+def _announce(f: Fold, comp: Competition, folds) -> None:
+    """The fold's one-line plan (rows, steps, batch split, trainable parameters, precision, device), its history
+    line and, with `train.report_to: wandb`, its W&B run."""
+    cfg, acc, plan, step = f.cfg, f.acc, f.plan, f.pos["step"]
+    if acc.is_main_process:
+        acc.print(f"[{cfg.exp}] fold {f.k}: {len(f.train_rows)} train / {len(f.valid_rows)} held-out rows, {f.total} "
+                  f"steps ({f.steps_per_epoch}/epoch, batch {plan.micro * plan.world * plan.accum} = {plan.micro} "
+                  f"x {plan.world} proc x {plan.accum} accum), {tm.describe(f.model)}, precision "
+                  f"{tm.resolve_precision(cfg)}, device {acc.device}"
+                  + (f"; resuming at step {step} from {f.resume}" if f.resume else ""))
         if cfg.teacher.exp:
-            acc.print(f"[{cfg.exp}] fold {k}: {teacher.describe(cfg, comp, folds, k)}")
-        _append(history, {"event": "resume" if resume else "start", "step": step, "total_steps": total,
-                          "processes": world})
-    if t.report_to == "wandb":
+            acc.print(f"[{cfg.exp}] fold {f.k}: {teacher.describe(cfg, comp, folds, f.k)}")
+        _append(f.dir / "history.jsonl", {"event": "resume" if f.resume else "start", "step": step,
+                                          "total_steps": f.total, "processes": plan.world})
+    if cfg.train.report_to == "wandb":
         acc.init_trackers(cfg.extra.get("wandb_project", "multilabel-text"), config=to_dict(cfg),
-                          init_kwargs={"wandb": {"name": f"{cfg.exp}-fold{k}", "group": cfg.exp}})
+                          init_kwargs={"wandb": {"name": f"{cfg.exp}-fold{f.k}", "group": cfg.exp}})
 
-    zero = torch.zeros((), device=acc.device)
-    step_loss, log_loss, eval_loss = zero.clone(), zero.clone(), zero.clone()
-    log_steps = eval_steps = log_rows = 0
-    t_log, last_f1 = time.time(), float("nan")
-    bar = tqdm(total=total, initial=step, desc=f"fold {k}", unit="step", disable=not main, dynamic_ncols=True)
-    while step < total:
-        batches = epoch_batches(lengths, t.batch_size, world, t.seed + k + 7919 * epoch, t.group_by_length,
+
+def train_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc,
+               callbacks: tuple[Callable[[dict], None], ...] = ()) -> None:
+    """Train fold k on its training rows, evaluating and checkpointing on its held-out rows."""
+    f = setup_fold(cfg, comp, folds, rd, k, acc)
+    _announce(f, comp, folds)
+    t, plan = cfg.train, f.plan
+    step, epoch, start = f.pos["step"], f.pos["epoch"], f.pos["micro"]
+    warmup = round(t.warmup_ratio * f.total)
+    meter = Meter(f, step)
+    while step < f.total:
+        batches = epoch_batches(f.lengths, plan.micro, plan.world, t.seed + k + 7919 * epoch, t.group_by_length,
                                 t.drop_last)
-        for i in range(start_micro, len(batches)):
-            rows = train_rows[batches[i][rank::world]]
-            group = min(t.grad_accum, len(batches) - (i - i % t.grad_accum))  # micro-batches in this update
-            sync = (i + 1) % t.grad_accum == 0 or i + 1 == len(batches)
-            batch = tm.pad_batch([seqs[r] for r in rows], pad_id, side, multiple)
-            batch["labels"] = torch.from_numpy(Y[rows])
-            if cuda:  # pinned host memory makes the copies asynchronous
-                batch = {key: v.pin_memory() for key, v in batch.items()}
-            batch = {key: v.to(acc.device, non_blocking=True) for key, v in batch.items()}
-            y = batch.pop("labels")
-            if graphs:  # a new iteration: outputs of the previous replay may be overwritten
-                torch.compiler.cudagraph_mark_step_begin()
-            with contextlib.nullcontext() if sync else acc.no_sync(model):
-                loss = loss_fn(model(**batch).logits, y) / group
-                acc.backward(loss)
-            step_loss += loss.detach()
-            log_rows += len(rows) * world
-            if not sync:
-                continue
-            lr = t.lr * lr_factor(sched.last_epoch, total, round(t.warmup_ratio * total), t.scheduler)  # this step's
-            optimizer_step(acc, model, opt, sched, ema, step, t.max_grad_norm)
+        for first in range(start, len(batches), plan.accum):
+            group = batches[first:first + plan.accum]
+            lr = t.lr * lr_factor(f.sched.last_epoch, f.total, warmup, t.scheduler)  # this update's
+            meter.add(update(f, group, step), sum(len(b) for b in group))
             step += 1  # counts updates tried, skipped ones too (they still used their batches)
-            log_loss += step_loss
-            eval_loss += step_loss
-            step_loss.zero_()
-            log_steps += 1
-            eval_steps += 1
-            bar.update(1)
-
-            if step % t.log_every == 0 or step == total:  # the only host syncs besides evaluation
-                train_loss = log_loss.item() / log_steps
-                rate = log_rows / (time.time() - t_log)
-                bar.set_postfix(loss=f"{train_loss:.4f}", f1=f"{last_f1:.4f}", lr=f"{lr:.2e}")
-                if main:
-                    _append(history, {"step": step, "train_loss": train_loss, "lr": lr, "samples_per_s": rate})
-                acc.log({"train/loss": train_loss, "train/lr": lr, "train/samples_per_s": rate}, step=step)
-                log_loss.zero_()
-                log_steps, log_rows, t_log = 0, 0, time.time()
-
-            epoch_end = i + 1 == len(batches)
-            if (t.eval_every > 0 and step % t.eval_every == 0) or epoch_end or step == total:
-                train_loss = acc.reduce(eval_loss, "mean").item() / max(eval_steps, 1)
-                eval_loss.zero_()
-                eval_steps = 0
-                nxt = {"epoch": epoch + 1, "micro": 0} if epoch_end else {"epoch": epoch, "micro": i + 1}
-                elapsed = pos["elapsed_s"] + time.time() - t0
-                with ema.applied() if ema is not None else contextlib.nullcontext() as raw:
-                    logits = evaluate(acc, model, seqs, valid_rows, pad_id, side, t.eval_batch_size)
-                    if not np.isfinite(logits).all():  # every process holds all logits: all stop, nothing saved
-                        raise UserError(f"fold {k} diverged at step {step} (NaN/inf outputs): lower train.lr (now "
-                                        f"{t.lr:g}), raise train.warmup_ratio or keep train.max_grad_norm > 0 "
-                                        f"(fp16: try train.precision=bf16), then delete {fold_dir} to train it again")
-                    rngs = rng_states(acc) if t.resume_state else None  # each process resumes with its own
-                    if main:
-                        scores, probs = eval_metrics(comp.Y[valid_rows], logits, comp.labels)
-                        record = {"fold": k, "step": step, "epoch": round(step / steps_per_epoch, 4),
-                                  "train_loss": train_loss, "val_loss": scores.pop("val_loss"), **scores,
-                                  "lr": lr, "elapsed_s": round(elapsed, 2)}
-                        state = None
-                        if t.resume_state:
-                            state = {"fingerprint": fp, "fingerprint_parts": parts, "processes": world,
-                                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": rngs,
-                                     "position": {"step": step, **nxt, "elapsed_s": elapsed}}
-                            if raw is not None:  # the checkpoint holds the averaged weights, resuming the raw ones
-                                state["raw_params"] = [w.cpu() for w in raw]
-                        plain = acc.unwrap_model(model, keep_torch_compile=False)
-                        half = t.checkpoint_dtype != "float32" and not tm.is_peft(plain)
-                        if state is not None and half:  # the weight files are rounded: resume from exact ones
-                            state["weights"] = {n: w.detach().cpu() for n, w in plain.state_dict().items()}
-                        kept = state is not None or makes_top_k(fold_dir, record, t.keep_top_k, t.keep_metric)
-                        if kept:
-                            saved = save_checkpoint(fold_dir, step, plain, tokenizer, record, probs, state,
-                                                    t.checkpoint_dtype if half else None)
-                            prune(fold_dir, t.keep_top_k, t.keep_metric, protect=saved if state else None)
-                        bar.write(f"[{cfg.exp}] fold {k} step {step}/{total} (epoch {record['epoch']:.2f}): "
-                                  f"train loss {train_loss:.4f}, val loss {record['val_loss']:.4f}, macro-F1 "
-                                  f"{record['f1_at_0.5']:.4f} at 0.5 / {record['f1_tuned']:.4f} tuned"
-                                  + ("" if kept else f" (not in the top {t.keep_top_k}: not saved)"))
-                        _append(history, {"event": "eval", **{key: record[key] for key in (
-                            "step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned", "elapsed_s")}})
-                        last_f1 = record["f1_tuned"]
-                        bar.set_postfix(loss=f"{train_loss:.4f}", f1=f"{last_f1:.4f}", lr=f"{lr:.2e}")
-                        acc.log({f"eval/{key}": record[key] for key in ("val_loss", "f1_at_0.5", "f1_tuned")},
-                                step=step)
-                        for callback in callbacks:
-                            callback(record)
-                    acc.wait_for_everyone()
-            if step >= total:
+            if step % t.log_every == 0 or step == f.total:  # the only host syncs besides evaluation
+                meter.log(step, lr)
+            epoch_end = first + len(group) == len(batches)
+            if (t.eval_every > 0 and step % t.eval_every == 0) or epoch_end or step == f.total:
+                nxt = {"epoch": epoch + 1, "micro": 0} if epoch_end else {"epoch": epoch, "micro": first + len(group)}
+                evaluate_and_checkpoint(f, step, nxt, meter.take_eval_loss(), lr, meter, callbacks)
+            if step >= f.total:
                 break
         else:
-            epoch, start_micro = epoch + 1, 0
-    bar.close()
-    _finish_fold(cfg, fold_dir, k, step, pos["elapsed_s"] + time.time() - t0, acc, parts)
+            epoch, start = epoch + 1, 0
+    meter.bar.close()
+    _finish_fold(f, step)
 
 
-def _finish_fold(cfg: Config, fold_dir: Path, k: int, steps: int, elapsed: float, acc, parts: dict) -> None:
-    """Prune to the best K, write done.json (with the fingerprint and its parts) and drop the resume state."""
+def _finish_fold(f: Fold, steps: int) -> None:
+    """Prune to the best K, write done.json (fingerprint and its parts, process count, best checkpoint) and drop
+    the resume state."""
+    acc, t = f.acc, f.cfg.train
     if acc.is_main_process:
-        t = cfg.train
-        prune(fold_dir, t.keep_top_k, t.keep_metric)
-        ckpts = checkpoint_dirs(fold_dir)
+        prune(f.dir, t.keep_top_k, t.keep_metric)
+        ckpts = checkpoint_dirs(f.dir)
         best: dict = {}
         for _, d in ckpts:
             m = read_metrics(d, ("f1_tuned", "f1_at_0.5", "val_loss"))  # a damaged one: skipped with a note
             if m is not None and (not best or m["f1_tuned"] > best["f1_tuned"]):
                 best = {key: m.get(key) for key in ("step", "f1_tuned", "f1_at_0.5", "val_loss")}
-        write_json(fold_dir / "done.json", {"fold": k, "fingerprint": fingerprint(parts),
-                                            "fingerprint_parts": parts, "steps": steps,
-                                            "elapsed_s": round(elapsed, 2),
-                                            "checkpoints": [s for s, _ in ckpts], "best_f1_tuned": best})
+        elapsed = f.elapsed
+        write_json(f.dir / "done.json", {"fold": f.k, "fingerprint": fingerprint(f.parts),
+                                         "fingerprint_parts": f.parts, "steps": steps, "processes": f.plan.world,
+                                         "elapsed_s": round(elapsed, 2), "checkpoints": [s for s, _ in ckpts],
+                                         "best_f1_tuned": best})
         for _, d in ckpts:
             (d / RESUME).unlink(missing_ok=True)
         nan = float("nan")
-        acc.print(f"[{cfg.exp}] fold {k} done in {elapsed:.0f} s: best macro-F1 {best.get('f1_tuned', nan):.4f} "
+        acc.print(f"[{f.cfg.exp}] fold {f.k} done in {elapsed:.0f} s: best macro-F1 {best.get('f1_tuned', nan):.4f} "
                   f"(at 0.5: {best.get('f1_at_0.5', nan):.4f}) at step {best.get('step')}")
     acc.wait_for_everyone()
 
 
-def release_fold(acc, compiled: bool) -> None:
+def release_fold(acc, graphs: bool) -> None:
     """After a fold (finished or not): finish its W&B run and forget it, so the next fold's `init_trackers` starts
     one run of its own (`acc.end_training()` would also destroy the process group later folds need), and drop the
     Accelerator's references to the fold's model and optimizer (`free_memory` also collects garbage and empties
-    the CUDA cache), with torch.compile's caches (and CUDA graph pools) when the fold compiled its model."""
+    the CUDA cache). torch.compile's code is kept for the next fold (same shapes: nothing compiled again); with
+    CUDA graphs (`graphs`) their trees are reset, whose memory pools hold the fold's tensors (the next fold records
+    its graphs again, which takes a few steps, not a compile)."""
     for tracker in acc.trackers:
         tracker.finish()
     acc.trackers = []
-    if compiled:
-        torch._dynamo.reset()
+    if graphs:
+        from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+        reset_cudagraph_trees()
     acc.free_memory()
 
 
@@ -637,17 +717,20 @@ def check_train_config(cfg: Config) -> None:
         raise UserError(f"train.ema must be in [0, 1) (0 = off; e.g. 0.999), got {t.ema}")
     if t.compile not in COMPILE_MODES:
         raise UserError(f"train.compile must be one of {COMPILE_MODES}, got {t.compile!r}")
-    if t.compile in GRAPH_MODES and t.grad_accum > 1:
-        raise UserError(f"train.compile={t.compile} (CUDA graphs) with train.grad_accum={t.grad_accum} overwrites the "
-                        "accumulated gradients (pytorch#169545): use train.compile=default or "
-                        "max-autotune-no-cudagraphs, or train.grad_accum=1")
+    batch_plan(t, 1)  # CUDA-graph compile modes refuse accumulation (`preflight` checks the processes' split too)
     if t.checkpoint_dtype not in CHECKPOINT_DTYPES:
         raise UserError(f"train.checkpoint_dtype must be one of {', '.join(CHECKPOINT_DTYPES)}, got "
                         f"{t.checkpoint_dtype!r}")
     if t.pad_to_multiple < 0:
         raise UserError(f"train.pad_to_multiple must be >= 0 (0 = 8 on GPU, 1 on CPU), got {t.pad_to_multiple}")
+    if cfg.model.method == "qlora" and cfg.lora.bias != "none":
+        raise UserError(f"lora.bias={cfg.lora.bias} with model.method=qlora: bitsandbytes recasts trainable biases of "
+                        "4-bit layers to the compute dtype at every forward (fp16 cards then stop with 'Attempting to "
+                        "unscale FP16 gradients'); use lora.bias=none")
     make_loss(t)  # checks train.loss and train.label_smoothing
     tm.resolve_precision(cfg)
+    precision.check_gpu()
+    precision.check_compile(t.compile)
 
 
 def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
@@ -666,7 +749,7 @@ def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
         try:
             train_fold(cfg, comp, folds, rd, k, acc, callbacks)
         finally:
-            release_fold(acc, compiled=cfg.train.compile != "none")
+            release_fold(acc, graphs=cfg.train.compile in GRAPH_MODES)
 
 
 def report_token_lengths(cfg: Config, comp: Competition, rd: RunDir) -> dict:

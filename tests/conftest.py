@@ -37,3 +37,13 @@ def one_thread():
 def tiny_root(tmp_path_factory):
     """A folder for tiny random models, shared by one test module."""
     return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture
+def fresh_accelerator():
+    """accelerate keeps one process-wide state: a bf16 Accelerator would refuse the next test's `no` one."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)

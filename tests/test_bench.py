@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -54,80 +53,53 @@ def test_thresholds_compares_rules_in_sample_and_cross_fitted(workdir, comp_dir,
     assert (workdir / "r/thresholds_t.csv").is_file() and "sorted by the cross-fitted" in capsys.readouterr().out
 
 
-def test_speed_compares_the_loop_with_a_trainer_peer(workdir, comp_dir, capsys):
-    results = bench("speed").main(["--tiny", "--data-dir", str(comp_dir), "--fold", "0", "folds.n_folds=5",
-                                   "train.max_steps=6", "train.batch_size=16", "train.log_every=2"])
-    assert set(results) == {"project", "hf_trainer"}
-    for r in results.values():
-        assert r["steps"] == 6 and r["ex_s"] > 0 and r["tok_s"] > r["ex_s"] and 0 <= r["f1_tuned"] <= 1
-        assert r["probs"].shape == (40, 4)
-    assert results["project"]["steady_ex_s"] > 0
-    assert "throughput ratio project / HF Trainer" in capsys.readouterr().out
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_speed_compares_the_loop_with_a_trainer_peer(workdir, comp_dir, capsys, family):
+    """Throughput side by side and, with --quality, both loops trained on two folds (LoRA: Trainer + peft)."""
+    results = bench("speed").main(["--tiny", family, "--data-dir", str(comp_dir), "--folds", "0-1", "--steps", "6",
+                                   "--quality", "folds.n_folds=5", "train.max_steps=8", "train.eval_every=4",
+                                   "train.batch_size=16", "train.log_every=2"])
+    speed = results["throughput"]
+    assert speed["project"]["ex_s"] > 0 and speed["hf_trainer"]["ex_s"] > 0
+    assert speed["ratio"] == pytest.approx(speed["project"]["ex_s"] / speed["hf_trainer"]["ex_s"])
+    folds = results["quality"]["folds"]
+    assert sorted(folds) == [0, 1]
+    for k in (0, 1):
+        for r in folds[k].values():
+            assert r["steps"] == 8 and r["probs"].shape == (40, 4) and 0 <= r["f1_tuned"] <= 1
+    assert any((workdir / "checkpoints").glob("*/fold1/done.json"))  # the project's folds train in its run folder
+    out = capsys.readouterr().out
+    assert "throughput ratio project / HF Trainer" in out and "quality mean over folds [0, 1]" in out
 
 
-def test_gpu_job_dry_run_on_cpu(tmp_path, comp_dir):
-    """bench/gpu_job.sh end to end with a tiny MPNet (a typo in it would waste a rare GPU session)."""
-    repo = tmp_path / "repo"  # a copy, so folds/, checkpoints/ and bench/results/ land there
-    for d in ("src", "bench", "configs"):
-        shutil.copytree(ROOT / d, repo / d, ignore=shutil.ignore_patterns("__pycache__", "results"))
-    for f in ("train.sh", "setup.sh", "requirements.txt", "requirements-dev.txt"):
-        shutil.copy(ROOT / f, repo / f)
-    tiny_model("mpnet", tmp_path / "models" / "mpnet-base", pd.read_csv(comp_dir / "train.csv")["Tweet"].tolist())
-    out = tmp_path / "out"
-    env = {**os.environ, "PY": sys.executable, "MODELS": str(tmp_path / "models"), "DATA": str(comp_dir),
-           "OUT": str(out), "OMP_NUM_THREADS": "1", "CUDA_VARIANTS": "lora-bf16 lora-fp16 qlora folds",
-           "EXTRA": "folds.n_folds=2 train.max_steps=4 train.compile=none "
-           "train.batch_size=16 train.log_every=2 tfidf.min_df=1 output.plots=false"}
-    subprocess.run(["bash", "bench/gpu_job.sh", "cuda", "speed", "b128", "fast", "quality", "blend"], cwd=repo,
-                   env=env, check=True, timeout=900, capture_output=True)
-    steps = (out / "steps.txt").read_text()
-    assert "!!" not in steps, steps
-    for name in ("cuda", "speed", "b128", "fast", "quality", "blend"):
-        assert f"== {name}: " in steps and (out / f"{name}.log").is_file()
-    assert "throughput ratio project / HF Trainer" in (out / "speed.log").read_text()
-    exps = ["mpnet-base-bs128", "mpnet-base-fast", "mpnet-base", "tfidf", "blend_tfidf_mpnet"]
-    assert {p.name for p in (out / "results").iterdir()} == {f"{e}.csv" for e in exps}
-    blend = (out / "blend.log").read_text()
-    assert all(e in blend for e in exps[:3])  # every mpnet run is a blend member
-    for exp in exps:
-        assert {p.name for p in (out / "runs" / exp).iterdir()} == {"metrics.json", "oof.csv", "test.csv"}
+def test_gpu_check_fits_one_upload_and_runs_end_to_end_on_cpu(tmp_path, comp_dir):
+    """bench/gpu_check.py prep + bench/gpu_check.sh with tiny models on the CPU (a typo in it would waste a rare GPU
+    lease): one upload under the limit, this tree included; every step ran; summary.txt holds the figures."""
+    check = bench("gpu_check")
+    kit = tmp_path / "kit"
+    mib = check.prep(kit, comp_dir)
+    real_data_mib = 1.6  # the emotion competition's three files, which the real upload carries instead
+    assert mib + real_data_mib <= check.LIMIT_MIB, mib
+    assert (kit / "site" / "iterstrat").is_dir() and (kit / "site" / "bitsandbytes").is_dir()
+    assert not [p for p in kit.rglob("libbitsandbytes_cuda12*")]  # other CUDA versions' libraries stay behind
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "PY": sys.executable, "KIT": str(kit), "OUT": str(out), "WORK": str(work), "TINY": "1",
+           "BUDGET": "900", "OMP_NUM_THREADS": "1",
+           "EXTRA": "folds.n_folds=2 train.max_steps=4 train.compile=none train.batch_size=16 train.log_every=2 "
+                    "model.max_length=64"}
+    subprocess.run(["bash", "bench/gpu_check.sh"], cwd=ROOT, env=env, check=True, timeout=900, capture_output=True)
+    steps = (work / "logs" / "steps.txt").read_text()
+    for name in ("env", "models", "cuda", "encoder", "decoder", "tenfold"):
+        assert f"== {name}: exit 0 " in steps, steps
     summary = (out / "summary.txt").read_text()
-    cuda = {r["variant"]: r for r in map(json.loads, (out / "cuda" / "summary.jsonl").read_text().splitlines())}
+    assert sorted(p.name for p in out.iterdir()) == ["logs.tgz", "summary.txt"]  # what the device tool returns
+    cuda = {r["variant"]: r for r in map(json.loads, (work / "cuda" / "summary.jsonl").read_text().splitlines())}
     assert {v: r["status"] for v, r in cuda.items()} == {"lora-bf16": "ok", "lora-fp16": "skipped: needs CUDA",
                                                          "qlora": "ok", "folds": "ok"}
-    assert [m["fold"] for m in cuda["folds"]["memory"]] == [0, 1, 2] and cuda["lora-bf16"]["precision"] == "bf16"
     assert all(json.dumps(r) in summary for r in cuda.values())
-    assert "mpnet-base-bs128: 2 folds trained in" in summary and summary.rstrip().endswith("== done")
-
-
-def test_carry_packs_model_wheels_and_data_into_parts_under_the_limit(tmp_path, comp_dir, monkeypatch):
-    """Every upload part stays under the limit, wheels and data included (a 41 MiB bitsandbytes wheel does not fit
-    beside a 50 MiB model chunk), and the parts copied into one folder unpack to the model."""
-    offline = ROOT.parent / "shared" / "models" / "offline_models.py"
-    if not offline.is_file():
-        pytest.skip("../shared/models/offline_models.py is not here")
-    model = tiny_model("bert", tmp_path / "model", pd.read_csv(comp_dir / "train.csv")["Tweet"].tolist())
-    carry = bench("carry")
-    limit = max(f.stat().st_size for f in model.iterdir()) + 2**16
-    monkeypatch.setattr(carry, "PART_BYTES", limit)
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    for name in ("a-1.0-py3-none-any.whl", "b-1.0-py3-none-any.whl"):
-        (wheels / name).write_bytes(b"w" * int(limit * 0.6))
-    monkeypatch.setattr(sys, "argv", ["carry.py", str(model), "--data", str(comp_dir), "--wheels", str(wheels),
-                                      "--out", str(tmp_path / "carry")])
-    carry.main()
-    parts = sorted((tmp_path / "carry" / "model").iterdir())
-    assert len(parts) >= 2  # the two wheels cannot share a part
-    assert all(carry.size_of(p) <= limit + 2**14 for p in parts)  # + offline_models.py in the last one
-    merged = tmp_path / "w"
-    for p in parts:
-        shutil.copytree(p, merged, dirs_exist_ok=True)
-    assert sorted(f.name for f in (merged / "wheels").iterdir()) == ["a-1.0-py3-none-any.whl", "b-1.0-py3-none-any.whl"]
-    assert (merged / "data" / "train.csv").read_bytes() == (comp_dir / "train.csv").read_bytes()
-    subprocess.run([sys.executable, str(merged / "offline_models.py"), "unpack", str(merged), str(tmp_path / "m")],
-                   check=True, capture_output=True)
-    assert json.loads((tmp_path / "m" / "config.json").read_text()) == json.loads((model / "config.json").read_text())
+    assert summary.count("throughput ratio project / HF Trainer") == 2  # encoder and decoder
+    assert "mpnet-base-bs128: 2 folds trained in" in summary and "== done in" in summary
+    assert (work / "results" / "mpnet-base-bs128.csv").is_file()
 
 
 def test_cpu_precision_times_float32_and_bf16_steps(tmp_path, comp_dir, capsys):

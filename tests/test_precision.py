@@ -36,12 +36,12 @@ def fake_gpu(monkeypatch, capability: tuple[int, int] | None) -> None:
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
 
 
-def qlora_compute_dtype() -> torch.dtype:
+def qlora_compute_dtype(c) -> torch.dtype:
     """The compute dtype build_model gives 4-bit layers (the helper's decision when bitsandbytes is missing)."""
     try:
-        return tm._quantization_config().bnb_4bit_compute_dtype
+        return tm._quantization_config(c).bnb_4bit_compute_dtype
     except UserError:
-        return precision.compute_dtype_4bit()
+        return precision.compute_dtype_4bit(c.train.precision)
 
 
 def cfg(*extra: str, method: str = "lora"):
@@ -55,7 +55,8 @@ def test_pre_ampere_gpu_gets_fp16_everywhere(monkeypatch, capability):
     assert tm.autocast_dtype(cfg()) == torch.float16
     assert tm.weights_dtype(cfg()) == torch.float16  # LoRA base in the autocast dtype
     assert tm.weights_dtype(cfg(method="qlora")) == torch.float16
-    assert qlora_compute_dtype() == torch.float16
+    assert qlora_compute_dtype(cfg()) == torch.float16
+    assert qlora_compute_dtype(cfg("train.precision=no")) == torch.float32  # follows train.precision, not the card
     assert lm.resolve_dtype("auto") == torch.float16
     assert precision.autocast_dtype("auto", "cuda") == torch.float16
     assert tm.resolve_precision(cfg("train.precision=bf16")) == "bf16"  # asked for explicitly: emulated, but given
@@ -67,7 +68,8 @@ def test_ampere_and_newer_get_bf16(monkeypatch, capability):
     assert tm.resolve_precision(cfg()) == "bf16"
     assert tm.autocast_dtype(cfg()) == torch.bfloat16
     assert tm.weights_dtype(cfg()) == torch.bfloat16
-    assert qlora_compute_dtype() == torch.bfloat16
+    assert qlora_compute_dtype(cfg()) == torch.bfloat16
+    assert qlora_compute_dtype(cfg("train.precision=fp16")) == torch.float16
     assert lm.resolve_dtype("auto") == torch.bfloat16
     assert tm.weights_dtype(cfg(method="full")) == torch.float32  # full fine-tuning keeps float32 weights
     assert tm.resolve_precision(cfg("train.precision=fp16")) == "fp16"
@@ -77,7 +79,8 @@ def test_cpu_decisions(monkeypatch):
     fake_gpu(monkeypatch, None)
     assert tm.resolve_precision(cfg()) == "no" and tm.autocast_dtype(cfg()) is None
     assert tm.weights_dtype(cfg()) == torch.float32 and lm.resolve_dtype("auto") == torch.float32
-    assert qlora_compute_dtype() == torch.bfloat16  # QLoRA on CPU computes in bf16
+    assert qlora_compute_dtype(cfg()) == torch.float32  # no mixed precision: 4-bit layers compute in float32
+    assert qlora_compute_dtype(cfg("train.precision=bf16")) == torch.bfloat16
     assert tm.autocast_dtype(cfg("train.precision=bf16"), "cpu") == torch.bfloat16
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
         tm.resolve_precision(cfg("train.precision=fp16"))
@@ -129,16 +132,6 @@ def test_is_bf16_supported_is_asked_in_one_place():
     users = [p.relative_to(ROOT).as_posix() for p in (ROOT / "src").rglob("*.py")
              if "is_bf16_supported" in p.read_text(encoding="utf-8")]
     assert users == ["src/precision.py"]
-
-
-@pytest.fixture
-def fresh_accelerator():
-    """accelerate keeps one process-wide state: a bf16 Accelerator would refuse the next test's `no` one."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 def test_cpu_bf16_prediction_matches_the_saved_evaluation(workdir, comp_dir, tiny_root, fresh_accelerator):

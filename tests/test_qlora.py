@@ -60,7 +60,7 @@ def test_qlora_base_is_really_4bit_nf4_with_a_float32_head_and_adapters(llama):
         assert isinstance(w, bnb.nn.Params4bit) and w.dtype == torch.uint8, name
         assert w.quant_state.quant_type == "nf4" and w.quant_state.nested, name  # NF4, double quantization
         assert w.numel() * 2 == module.in_features * module.out_features  # two 4-bit values per byte
-        assert module.compute_dtype == torch.bfloat16 and not w.requires_grad, name
+        assert module.compute_dtype == torch.float32 and not w.requires_grad, name  # train.precision=no here
         assert module.support_avx512bf16_for_cpu is False, name  # no repacking behind training's back
     assert not any("score" in n for n in quantized)  # the head stays out of quantization
     head = hf.score.modules_to_save["default"]

@@ -304,8 +304,10 @@ def test_cli_folds_train_beside_another_process_on_other_folds(workdir, comp_dir
 @pytest.mark.skipif(shutil.which("accelerate", path=str(Path(sys.executable).parent)) is None,
                     reason="accelerate CLI not installed")
 def test_two_process_accelerate_launch(workdir, comp_dir, tiny_root):
-    """DDP over 2 CPU processes (`accelerate launch --multi_gpu` starts them; without CUDA they train on CPU)."""
-    config = write_config(workdir / "ddp.yaml", comp_dir, make_tiny("bert", tiny_root), "ddp", max_steps=4,
+    """DDP over 2 CPU processes (`accelerate launch --multi_gpu` starts them; without CUDA they train on CPU). The
+    config means the same training as in one process: 8 rows per update (4 per process), so one epoch of the 160
+    training rows is 20 updates, as in one process (not 10 of 16 rows)."""
+    config = write_config(workdir / "ddp.yaml", comp_dir, make_tiny("bert", tiny_root), "ddp", epochs=0.2,
                           eval_every=2, batch_size=8)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
@@ -315,8 +317,9 @@ def test_two_process_accelerate_launch(workdir, comp_dir, tiny_root):
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = load_config(config)
     comp, folds, rd = setup(cfg)
-    assert history(rd)[0]["processes"] == 2 and steps(rd) == [2, 4]
-    assert (rd.fold(0) / "done.json").is_file()
+    assert history(rd)[0]["processes"] == 2 and history(rd)[0]["total_steps"] == 4 and steps(rd) == [2, 4]
+    assert "batch 8 = 4 x 2 proc x 1 accum" in proc.stdout
+    assert json.loads((rd.fold(0) / "done.json").read_text())["processes"] == 2
     # the held-out rows scored by the two processes are gathered back into train.csv order
     texts = [comp.train_texts[i] for i in np.flatnonzero(folds["fold"].to_numpy() == 0)]
     model, tok = tm.load_checkpoint(cfg, rd.step(0, 4), comp.labels)

@@ -424,3 +424,188 @@ def test_two_process_bf16_wandb_two_folds_and_exact_resume(workdir, comp_dir, ti
     assert [h["step"] for h in history(cut) if h.get("event") in ("start", "resume")] == [0, 2]
     np.testing.assert_allclose(np.load(cut.step(0, 4) / "valid_probs.npy"), np.load(rd.step(0, 4) / "valid_probs.npy"),
                                atol=1e-6)
+
+
+# ---------------------------------------------------------------- round 3: the review of the GPU paths
+
+def fake_gpu(monkeypatch, capability: tuple[int, int], archs: list[str], name: str = "Tesla P100-PCIE-16GB"):
+    """CUDA present: a card of this compute capability, a torch built for `archs`."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a, **k: capability)
+    monkeypatch.setattr(torch.cuda, "get_arch_list", lambda: archs)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: name)
+
+
+@pytest.mark.parametrize("batch, accum, world, plan", [
+    (32, 1, 1, (32, 1)), (32, 1, 8, (4, 1)), (16, 2, 8, (4, 1)), (4, 4, 8, (2, 1)), (2, 4, 4, (2, 1)),
+    (8, 4, 2, (8, 2)), (6, 1, 4, None), (8, 1, 3, None)])
+def test_the_global_batch_is_the_config_s_on_any_number_of_processes(batch, accum, world, plan):
+    """Item 2: rows per update = batch_size x grad_accum whatever the process count (so steps and LR schedule
+    stay); each process's micro-batch is at most batch_size; a batch that does not split is one line."""
+    t = load_config(None, [f"train.batch_size={batch}", f"train.grad_accum={accum}"]).train
+    if plan is None:
+        with pytest.raises(UserError, match=rf"{batch * accum} rows per update do not split over {world} processes"):
+            train_module.batch_plan(t, world)
+        return
+    p = train_module.batch_plan(t, world)
+    assert (p.micro, p.accum, p.world) == (*plan, world)
+    assert p.micro * p.accum * p.world == batch * accum and p.micro <= batch
+
+
+def test_the_split_is_checked_before_anything_is_written(workdir, comp_dir, tiny_root, monkeypatch):
+    cfg = load_config(None, overrides(comp_dir, make_tiny("bert", tiny_root), "split", "train.batch_size=9"))
+    comp, folds, rd = setup(cfg)
+    monkeypatch.setattr(train_module, "processes", lambda: 2)
+    with pytest.raises(UserError, match="9 rows per update do not split over 2 processes"):
+        train_module.train_run(cfg, comp, folds, rd)
+    assert not rd.root.exists()
+
+
+def test_pos_weight_is_moved_to_the_device_once_not_at_every_step(monkeypatch):
+    """Item 3: the loss holds pos_weight where the logits are; no copy (`.to`) per micro-batch."""
+    from src.losses import make_loss
+
+    pw = torch.tensor([1.0, 2.0, 3.0])
+    copies = []
+    real_to = torch.Tensor.to
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *a, **k: copies.append(a) or real_to(self, *a, **k))
+    for name in ("bce", "focal", "asl"):
+        loss = make_loss(load_config(None, [f"train.loss={name}"]).train, pw)
+        for _ in range(3):
+            loss(torch.randn(4, 3), torch.ones(4, 3))
+    assert copies == []
+
+
+def test_the_llm_finetune_loop_reads_its_loss_only_at_logging_steps(monkeypatch):
+    """Item 3: `llm_finetune`'s loop keeps step losses on the device; `.item()` (a host sync) never runs per step."""
+    from test_llm_finetune import _lora_setup
+
+    from src.llm import causal
+
+    model, examples, cfg, tok = _lora_setup("train.max_steps=6", "train.log_every=3")
+    items = []
+    real_item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: items.append(1) or real_item(self))
+    losses = causal.train(model, examples, cfg, tok.pad_token_id, seed=0)
+    assert len(losses) == 6 and np.isfinite(losses).all() and items == []
+
+
+def test_the_fp16_loss_scale_is_saved_and_restored_with_the_resume_state():
+    """Item 8: resume.pt holds the GradScaler's state, so a resumed fp16 run keeps the scale it had reached instead
+    of restarting at 65536 (and skipping its first steps)."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    scaler._scale = torch.tensor(1024.0)
+    scaler._growth_tracker = torch.tensor(7, dtype=torch.int32)
+    fake = SimpleNamespace(parts={}, plan=train_module.BatchPlan(8, 1, 1), opt=torch.optim.AdamW(
+        [torch.nn.Parameter(torch.zeros(2))]), cfg=load_config(None, []), pos={"elapsed_s": 0.0}, t0=0.0,
+        acc=SimpleNamespace(scaler=scaler, unwrap_model=lambda m, **k: m), model=torch.nn.Linear(2, 2),
+        elapsed=1.0)
+    fake.sched = torch.optim.lr_scheduler.LambdaLR(fake.opt, lambda s: 1.0)
+    state = train_module._resume_state(fake, 3, {"epoch": 0, "micro": 3}, [], None)
+    assert state["scaler"]["scale"] == 1024.0
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    fake.acc = SimpleNamespace(scaler=fresh, process_index=0, device=torch.device("cpu"))
+    fake.ema, fake.resume = None, None
+    train_module._restore(fake, {**state, "rng": [train_module._rng_state(torch.device("cpu"))]})
+    assert fresh.get_scale() == 1024.0 and fresh._get_growth_tracker() == 7
+
+
+def test_compiled_graphs_are_reused_by_the_next_fold_not_compiled_again(workdir, comp_dir, tiny_root, monkeypatch):
+    """Item 8: `torch._dynamo.reset()` after every fold threw the compiled graphs away (a full compile per fold);
+    without CUDA graphs the next fold reuses them (same shapes), and is still freed (the weakref test above)."""
+    from torch._dynamo.utils import counters
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: real_compile(model, backend="aot_eager"))
+    torch._dynamo.reset()
+    counters.clear()
+    cfg = load_config(None, overrides(comp_dir, one_layer_bert(tiny_root), "graphs", "train.max_steps=2",
+                                      "train.eval_every=2", "train.compile=default", "train.pad_to_multiple=64",
+                                      "train.drop_last=true", "train.batch_size=8", "folds.run=[0,1,2]"))
+    comp, folds, rd = setup(cfg)
+    train_folds(cfg, comp, folds, rd)
+    assert all((rd.fold(k) / "done.json").is_file() for k in range(3))
+    assert counters["stats"]["unique_graphs"] == 1  # one compile for three folds
+
+
+@pytest.mark.parametrize("capability, archs, ok", [
+    ((6, 0), ["sm_70", "sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"], False),  # P100, cu128
+    ((7, 0), ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120", "compute_120"], False),  # V100, cu130
+    ((6, 0), ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"], True),  # P100, cu126
+    ((8, 9), ["sm_75", "sm_80", "sm_86", "sm_90"], True),  # L4 runs sm_86 code
+    ((12, 1), ["sm_75", "sm_80", "sm_90", "compute_120"], True),  # PTX for newer cards
+    ((7, 5), ["sm_80", "sm_90"], False)])
+def test_a_torch_without_kernels_for_the_card_stops_with_the_fix(monkeypatch, capability, archs, ok):
+    """Item 4: `torch.cuda.is_available()` is True on a P100 with a cu128 wheel, and the run dies at the first kernel
+    ("no kernel image"); the config check compares the card with torch.cuda.get_arch_list() first."""
+    from src import precision
+
+    fake_gpu(monkeypatch, capability, archs)
+    cfg = load_config(None, ["model_type=transformer", "model.name_or_path=x"])
+    if ok:
+        check_train_config(cfg)
+        return
+    with pytest.raises(UserError) as e:
+        check_train_config(cfg)
+    message = str(e.value)
+    assert "\n" not in message and f"sm_{capability[0]}{capability[1]}" in message
+    assert "--index-url https://download.pytorch.org/whl/cu126" in message and "TORCH_SPEC=" in message
+    assert precision.CU126 in message
+
+
+def test_compile_on_a_card_older_than_volta_is_refused(monkeypatch):
+    """Item 5: inductor's Triton needs sm_70 (GPUTooOldForTriton inside the first step otherwise)."""
+    fake_gpu(monkeypatch, (6, 0), ["sm_60"])
+    with pytest.raises(UserError, match=r"train.compile=default needs a GPU of compute capability 7.0 .*sm_60"):
+        check_train_config(load_config(None, ["model_type=transformer", "train.compile=default"]))
+    check_train_config(load_config(None, ["model_type=transformer", "train.compile=none"]))
+    fake_gpu(monkeypatch, (7, 5), ["sm_75"])
+    check_train_config(load_config(None, ["model_type=transformer", "train.compile=default"]))
+
+
+@pytest.mark.parametrize("bias", ["all", "lora_only"])
+def test_qlora_with_trainable_biases_is_refused(bias):
+    """Item 6: bitsandbytes recasts a trainable bias of a 4-bit layer to the compute dtype at every forward (fp16:
+    'Attempting to unscale FP16 gradients')."""
+    with pytest.raises(UserError, match=rf"lora.bias={bias} with model.method=qlora.*use lora.bias=none"):
+        check_train_config(load_config(None, ["model_type=transformer", "model.method=qlora", f"lora.bias={bias}"]))
+    check_train_config(load_config(None, ["model_type=transformer", "model.method=lora", f"lora.bias={bias}"]))
+
+
+@pytest.mark.parametrize("family", ["gemma", "gemma2"])
+def test_fp16_is_refused_for_families_that_overflow_in_it(monkeypatch, tiny_root, family):
+    """Item 7: Gemma in fp16 diverges after a few hundred steps; `auto` on a T4 is fp16, so it is refused at the
+    model's load, before any step; bf16 is taken; gemma-2b.yaml sets what its header says."""
+    path = make_tiny(family, tiny_root)
+    fake_gpu(monkeypatch, (7, 5), ["sm_75"], "Tesla T4")
+    for precision in ("auto", "fp16"):
+        cfg = load_config(None, ["model_type=transformer", f"model.name_or_path={path}", "model.method=full",
+                                 f"train.precision={precision}"])
+        with pytest.raises(UserError, match=f"{family} overflows in fp16"):
+            tm.build_model(cfg, ["a", "b"])
+    assert load_config(ROOT / "configs" / "gemma-2b.yaml").train.precision == "bf16"
+
+
+def test_describe_counts_4bit_weights_as_weights_not_bytes(tiny_root):
+    """Item 8: a 4-bit parameter packs two weights per byte; the trainable share was computed on half the base."""
+    pytest.importorskip("bitsandbytes")
+    path = make_tiny("llama", tiny_root)
+    lora, _ = tm.build_model(load_config(None, ["model_type=transformer", f"model.name_or_path={path}",
+                                                "model.method=lora"]), ["a", "b"])
+    qlora, _ = tm.build_model(load_config(None, ["model_type=transformer", f"model.name_or_path={path}",
+                                                 "model.method=qlora"]), ["a", "b"])
+    assert tm.describe(qlora) == tm.describe(lora)
+
+
+def test_cuda_graph_modes_free_their_graph_pools_between_folds_but_keep_the_compiled_code(monkeypatch):
+    """Item 8: with CUDA graphs a fold's graph pools are released (cudagraph trees reset), while dynamo's compiled
+    code stays for the next fold: `torch._dynamo.reset()` would compile everything again."""
+    from torch._inductor import cudagraph_trees
+
+    calls = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: calls.append("dynamo"))
+    monkeypatch.setattr(cudagraph_trees, "reset_cudagraph_trees", lambda: calls.append("graphs"))
+    acc = SimpleNamespace(trackers=[], free_memory=lambda: calls.append("free"))
+    train_module.release_fold(acc, graphs=True)
+    train_module.release_fold(acc, graphs=False)
+    assert calls == ["graphs", "free", "free"]

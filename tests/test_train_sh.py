@@ -113,7 +113,7 @@ def test_several_processes_train_then_one_predicts(tiny_run):
                           "train.eval_every=2"], env={**env, "NUM_PROCESSES": "2"}, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout[-3000:]
     assert "training in 2 processes" in out.stdout
-    assert out.stdout.count("batch 8x2 proc") == 2  # each fold trained once, by the 2-process group
+    assert out.stdout.count("batch 8 = 4 x 2 proc") == 2  # each fold trained once, by the 2-process group
     assert "fold 0: already trained" in out.stdout and "fold 1: already trained" in out.stdout  # the 1-process step
     assert out.stdout.count("test probabilities computed for folds [0, 1]") == 1
     sub = pd.read_csv(tmp_path / "submissions" / "tiny.csv", dtype={"ID": str})
@@ -368,3 +368,53 @@ def test_terminal_gets_live_progress_and_a_failed_run_logs_its_status(tmp_path):
     last = log.read_text().splitlines()[-1]
     assert re.fullmatch(r"\[[\d:]{8}\] train\.sh: tty stopped after 0:\d\d:\d\d \(exit status 3\)", last), last
     assert b"train.sh: tty stopped after" in shown
+
+
+def fake_setup(tmp_path: Path, nvidia: bool) -> tuple[Path, dict]:
+    """setup.sh in a copy of the repository's setup files, with a stand-in python whose venv's pip records its
+    arguments (and 'installs' torch when asked for it), and nvidia-smi on PATH or not."""
+    repo = tmp_path / "repo"
+    repo.mkdir(parents=True)
+    for f in ("setup.sh", "requirements.txt", "requirements-dev.txt", "pyproject.toml"):
+        (repo / f).write_bytes((ROOT / f).read_bytes())
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    log = tmp_path / "pip.log"
+    pip = (f'#!/bin/sh\necho "$*" >> {log}\ncase "$*" in *torch*) touch "$(dirname "$0")/torch-installed";; esac\n')
+    python = ('#!/bin/sh\nif [ "$1" = -c ]; then [ -f "$(dirname "$0")/torch-installed" ]; exit $?; fi\n')
+    (fake / "python3").write_text('#!/bin/sh\n[ "$1 $2" = "-m venv" ] || exit 1\nmkdir -p "$3/bin"\n'
+                                  f"cat > \"$3/bin/pip\" <<'EOF'\n{pip}EOF\n"
+                                  f"cat > \"$3/bin/python\" <<'EOF'\n{python}EOF\n"
+                                  'chmod +x "$3/bin/pip" "$3/bin/python"\n')
+    (fake / "python3").chmod(0o755)
+    if nvidia:
+        (fake / "nvidia-smi").write_text("#!/bin/sh\necho GPU 0: Tesla P100\n")
+        (fake / "nvidia-smi").chmod(0o755)
+    return repo, {"PATH": f"{fake}:/usr/bin:/bin", "HOME": str(tmp_path), "PYTHON": str(fake / "python3")}
+
+
+def pip_calls(tmp_path: Path) -> list[str]:
+    return (tmp_path / "pip.log").read_text().splitlines()
+
+
+def test_setup_installs_the_cpu_torch_without_a_gpu_and_honours_torch_spec_with_one(tmp_path):
+    """A CPU-only box gets PyTorch's CPU build, not PyPI's multi-GB CUDA one; with nvidia-smi, TORCH_SPEC (the fix
+    train.sh and the config check name for a driver or an old card) is installed, not ignored, and it replaces the
+    torch of an existing .venv."""
+    repo, env = fake_setup(tmp_path / "cpu", nvidia=False)
+    subprocess.run(["bash", "setup.sh"], cwd=repo, env=env, check=True, capture_output=True)
+    calls = pip_calls(tmp_path / "cpu")
+    assert calls[0] == "install -q --retries 0 --no-deps torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+    assert calls[1] == "install -q torch==2.13.0"
+
+    repo, env = fake_setup(tmp_path / "gpu", nvidia=True)
+    subprocess.run(["bash", "setup.sh"], cwd=repo, env=env, check=True, capture_output=True)
+    assert pip_calls(tmp_path / "gpu")[0] == "install -q torch>=2.3"  # PyPI's CUDA build
+    spec = "torch<2.15 --index-url https://download.pytorch.org/whl/cu126"
+    subprocess.run(["bash", "setup.sh"], cwd=repo, env={**env, "TORCH_SPEC": spec}, check=True, capture_output=True)
+    calls = pip_calls(tmp_path / "gpu")
+    n = calls.index(f"install -q --force-reinstall --no-deps {spec}")  # torch was there: replaced
+    assert calls[n + 1] == f"install -q {spec}"
+    before = len(pip_calls(tmp_path / "gpu"))
+    subprocess.run(["bash", "setup.sh"], cwd=repo, env={**env, "TORCH_SPEC": spec}, check=True, capture_output=True)
+    assert len(pip_calls(tmp_path / "gpu")) == before  # done once: the stamp holds the spec

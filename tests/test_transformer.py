@@ -16,6 +16,7 @@ import torch
 import yaml
 from synth import make_frame
 
+from src import hub
 from src.config import load_config
 from src.errors import UserError
 from src.models import transformer as tm
@@ -255,11 +256,11 @@ def test_paths_and_gated_options(tiny_root, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     folder = tmp_path / ".cache/offline-models/tiny"
     folder.mkdir(parents=True)
-    assert tm.resolve_path("~/.cache/offline-models/tiny") == str(folder)
-    monkeypatch.setattr(tm, "_hub_reachable", lambda: True)
-    assert tm.resolve_path("roberta-base") == "roberta-base"  # a hub id stays as given
+    assert hub.resolve_path("~/.cache/offline-models/tiny") == str(folder)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda: True)
+    assert hub.resolve_path("roberta-base") == "roberta-base"  # a hub id stays as given
     with pytest.raises(UserError, match="model folder not found"):
-        tm.resolve_path("~/.cache/offline-models/missing")
+        hub.resolve_path("~/.cache/offline-models/missing")
     with pytest.raises(UserError, match="name_or_path is empty"):
         tm.build_model(load_config(None, ["model_type=transformer"]), LABELS)
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # not installed: one line saying what to install
@@ -305,8 +306,8 @@ def test_model_configs_load_and_are_documented():
         check_train_config(cfg)  # every switch a config sets is a valid one
         header = text.split("\n", 1)[0]
         assert header.startswith("#") and "GPU memory" in text and "estimate" in text, p
-        if p.stem in OFFLINE:
-            assert cfg.model.name_or_path == f"~/.cache/offline-models/{p.stem}", p
+        # a hub id (local copies: MODELS_DIR), or a checkpoint this kit trains (intermediate-task transfer)
+        assert not hub.is_path(cfg.model.name_or_path) or cfg.model.name_or_path.startswith("checkpoints/"), p
 
 
 def test_a_hub_id_without_network_fails_at_once_unless_cached(monkeypatch):
@@ -316,13 +317,39 @@ def test_a_hub_id_without_network_fails_at_once_unless_cached(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # recorded, so the test's own setting is undone afterwards
-    monkeypatch.setattr(tm, "_hub_reachable", lambda: False)
+    monkeypatch.setattr(hub, "_hub_reachable", lambda: False)
+    monkeypatch.delenv("MODELS_DIR", raising=False)
     t0 = time.time()
     with pytest.raises(UserError, match="model 'org/not-cached' is a hub id, but huggingface.co cannot be reached"):
         tm.build_model(load_config(None, ["model_type=transformer", "model.name_or_path=org/not-cached"]), LABELS)
     assert time.time() - t0 < 5  # not a minute of retries
     monkeypatch.setattr("huggingface_hub.try_to_load_from_cache", lambda repo, name: "/cache/config.json")
-    assert tm.resolve_path("org/cached") == "org/cached" and constants.HF_HUB_OFFLINE  # loads offline from the cache
+    assert hub.resolve_path("org/cached") == "org/cached" and constants.HF_HUB_OFFLINE  # loads offline from the cache
+
+
+def test_a_hub_id_loads_its_local_copy_under_models_dir_and_without_one_says_how(tiny_root, tmp_path, monkeypatch):
+    """Configs name hub ids; a machine without the hub reads `$MODELS_DIR/org--name` or `$MODELS_DIR/name`."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(hub, "_hub_reachable", lambda: False)
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    cfg = load_config(None, ["model_type=transformer", "model.name_or_path=someorg/Tiny-Bert"])
+    monkeypatch.delenv("MODELS_DIR", raising=False)
+    with pytest.raises(UserError, match=r"'someorg/Tiny-Bert' is a hub id.*\$MODELS_DIR as someorg--Tiny-Bert or "
+                                        r"Tiny-Bert \(set MODELS_DIR"):
+        tm.build_model(cfg, LABELS)
+    monkeypatch.setenv("MODELS_DIR", f"{tmp_path / 'elsewhere'}:{copies}")
+    with pytest.raises(UserError, match=r"searched: .*elsewhere:.*copies"):
+        tm.build_model(cfg, LABELS)
+    (copies / "Tiny-Bert").symlink_to(make_tiny("bert", tiny_root))  # by its name ...
+    model, _ = tm.build_model(cfg, LABELS)
+    assert model.config.model_type == "bert" and hub.resolve_path("someorg/Tiny-Bert") == str(copies / "Tiny-Bert")
+    (copies / "someorg--Tiny-Bert").symlink_to(make_tiny("roberta", tiny_root))  # ... org--name comes first
+    assert tm.build_model(cfg, LABELS)[0].config.model_type == "roberta"
+    assert not constants.HF_HUB_OFFLINE  # a local copy needs no offline switch
 
 
 def test_loading_says_once_that_the_head_is_new_and_nothing_per_fold(tiny_root, capfd):

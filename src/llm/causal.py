@@ -24,8 +24,10 @@ import torch
 
 from src import precision
 from src.config import Config
+from src.data import digest
 from src.errors import UserError
 from src.fileio import read_json, write_json
+from src.fingerprint import fingerprint, fingerprint_parts, mismatch, read_done
 from src.folds import folds_for_run
 from src.llm import analysis, sampling
 from src.llm.label_tokens import common_prefix
@@ -36,7 +38,6 @@ from src.llm.score import main_method, score_multi
 from src.models.transformer import DEFAULT_TARGETS, enable_checkpointing
 from src.progress import tqdm
 from src.rundir import check_probs
-from src.train import digest, fingerprint, fingerprint_parts, mismatch, read_done
 
 
 def encode_example(tok, prompter: Prompter, text: str, answer: str) -> tuple[list[int], list[int]]:
@@ -101,23 +102,21 @@ def train(model, examples: list[tuple[list[int], list[int]]], cfg: Config, pad_i
     scaler = torch.amp.GradScaler(dev.type, enabled=dtype is torch.float16)  # fp16: loss scaling against underflow
     rng = np.random.default_rng(seed)
     order: list[int] = []
-    losses = []
+    losses: list[torch.Tensor] = []  # on the device: read only at logging steps (no host sync per step)
     model.train()
     bar = tqdm(range(steps), desc=desc, unit="step")
     for step in bar:
-        total = 0.0
+        total = torch.zeros((), device=dev)
         for _ in range(cfg.train.grad_accum):
             if len(order) < cfg.train.batch_size:
                 order += rng.permutation(len(examples)).tolist()
             batch, order = order[: cfg.train.batch_size], order[cfg.train.batch_size:]
-            inputs = {k: v.to(dev) for k, v in collate([examples[i] for i in batch], pad_id).items()}
+            inputs = {k: (v.pin_memory() if dev.type == "cuda" else v).to(dev, non_blocking=True)
+                      for k, v in collate([examples[i] for i in batch], pad_id).items()}
             with torch.autocast(dev.type, dtype=dtype) if dtype else contextlib.nullcontext():
                 loss = model(**inputs).loss / cfg.train.grad_accum
             scaler.scale(loss).backward()
-            total += loss.item()
-        if not math.isfinite(total) and not scaler.is_enabled():  # fp16's scaler skips inf steps by itself
-            raise UserError(f"{desc}: diverged at step {step + 1} (NaN/inf loss): lower train.lr (now "
-                            f"{cfg.train.lr:g}) or raise train.warmup_ratio, and run again")
+            total += loss.detach()
         if cfg.train.max_grad_norm > 0:  # 0 = no clipping (clip_grad_norm_ with 0 would zero every gradient)
             scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(params, cfg.train.max_grad_norm)
@@ -127,9 +126,13 @@ def train(model, examples: list[tuple[list[int], list[int]]], cfg: Config, pad_i
         opt.zero_grad(set_to_none=True)
         losses.append(total)
         if (step + 1) % max(1, cfg.train.log_every) == 0 or step + 1 == steps:
-            bar.set_postfix(loss=f"{np.mean(losses[-cfg.train.log_every:]):.4f}")
+            recent = torch.stack(losses[-cfg.train.log_every:]).float().cpu().numpy()
+            if not np.isfinite(recent).all() and not scaler.is_enabled():  # fp16's scaler skips inf steps itself
+                raise UserError(f"{desc}: diverged by step {step + 1} (NaN/inf loss): lower train.lr (now "
+                                f"{cfg.train.lr:g}) or raise train.warmup_ratio, and run again")
+            bar.set_postfix(loss=f"{recent.mean():.4f}")
     model.eval()
-    return losses
+    return torch.stack(losses).float().cpu().tolist() if losses else []
 
 
 def run_fold(cfg: Config, comp, k: int, train_rows: np.ndarray, valid_rows: np.ndarray,

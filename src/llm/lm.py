@@ -7,7 +7,8 @@ import torch
 from src import precision
 from src.config import ModelConfig
 from src.errors import UserError
-from src.models.transformer import dtype_kw, quiet_hf, resolve_path
+from src.hub import resolve_path
+from src.models.transformer import dtype_kw, quiet_hf
 
 DTYPES = precision.DTYPES
 
@@ -53,6 +54,7 @@ def load_causal_lm(mc: ModelConfig, dtype: str | None = None):
     `model.dtype` name) replaces mc.dtype."""
     from transformers import AutoModelForCausalLM
 
+    precision.check_gpu()  # a torch without kernels for this card: the fix now, not "no kernel image" later
     tok = load_tokenizer(mc)
     path = model_path(mc)
     try:

@@ -5,12 +5,12 @@ Every model is `AutoModelForSequenceClassification(problem_type="multi_label_cla
   full     every weight
   last_n   the last `model.last_n_layers` transformer layers + the head; everything else frozen
   lora     PEFT LoRA on `lora.target_modules` (empty: attention + MLP projections), the head in modules_to_save
-  qlora    LoRA on a 4-bit NF4 base (bitsandbytes, double quant; bf16 compute, fp16 on a pre-Ampere GPU), the head
+  qlora    LoRA on a 4-bit NF4 base (bitsandbytes, double quant; computing in `train.precision`'s dtype), the head
            kept unquantized; on the GPU, or on the CPU when there is none (bitsandbytes >= 0.48 quantizes there too)
 Decoders (Llama, Gemma, Qwen2, Mistral, stella, ...) pool the last non-pad token, so the tokenizer always has a pad
 token (its EOS when it has none) and `config.pad_token_id` equals it; batches are padded on the right
 (`model.padding_side: left` also works for decoders: position ids then come from the attention mask).
-`model.name_or_path` is a hub id or a folder; `~` and `$VARS` are expanded (`~/.cache/offline-models/minilm-l6`).
+`model.name_or_path` is a hub id (a local copy under `MODELS_DIR` is used when there is one, src/hub.py) or a folder.
 Weights load as float32 on CPU; LoRA/QLoRA bases load on CUDA in the autocast dtype of `train.precision` (bf16 on
 Ampere+, fp16 before; float32 with `precision: no`), `model.dtype` overrides; trainable weights are always float32
 and mixed precision comes from autocast (src/precision.py decides bf16 vs fp16 on the GPU's compute capability).
@@ -19,10 +19,7 @@ and mixed precision comes from autocast (src/precision.py decides bf16 vs fp16 o
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 import re
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +31,7 @@ from torch import nn
 from src import precision
 from src.config import Config
 from src.errors import UserError
+from src.hub import resolve_path
 from src.progress import tqdm
 
 METHODS = ("full", "last_n", "lora", "qlora")
@@ -63,44 +61,6 @@ def dtype_kw() -> str:
     from packaging.version import Version
 
     return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-
-
-def resolve_path(name_or_path: str) -> str:
-    """A local folder (after expanding ~ and $VARS) or else the hub id as given."""
-    if not name_or_path:
-        raise UserError("model.name_or_path is empty: set a hub id (e.g. roberta-base) or a local model folder")
-    path = os.path.expandvars(os.path.expanduser(name_or_path))
-    if os.path.isdir(path):
-        return path
-    if name_or_path.startswith(("~", "/", ".", "$")) or os.sep in path and path.count("/") > 1:
-        raise UserError(f"model folder not found: {path} (offline models: `python offline_models.py fetch NAME`)")
-    _check_hub(name_or_path)
-    return name_or_path
-
-
-@functools.cache
-def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
-
-def _check_hub(hub_id: str) -> None:
-    """A hub id without a network fails at once (not after a minute of retries) unless it is in the local cache;
-    a cached one then loads in offline mode."""
-    import huggingface_hub
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or _hub_reachable():
-        return
-    if huggingface_hub.try_to_load_from_cache(hub_id, "config.json") is None:
-        raise UserError(f"model '{hub_id}' is a hub id, but huggingface.co cannot be reached from here and the model "
-                        "is not in the local cache: download it where there is internet (or turn Internet on), or "
-                        "set model.name_or_path to a local model folder")
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    constants.HF_HUB_OFFLINE = True
 
 
 def resolve_precision(cfg: Config) -> str:
@@ -179,9 +139,15 @@ def transformer_layers(model) -> nn.ModuleList:
     raise UserError(f"cannot find the {n} transformer layers of {type(model).__name__} for method=last_n")
 
 
+def n_weights(p) -> int:
+    """The weights a parameter holds: a 4-bit (bitsandbytes) one packs two per byte, its quant_state has the shape."""
+    shape = getattr(getattr(p, "quant_state", None), "shape", None)
+    return int(torch.Size(shape).numel()) if shape is not None else p.numel()
+
+
 def describe(model) -> str:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(n_weights(p) for p in model.parameters())
+    trainable = sum(n_weights(p) for p in model.parameters() if p.requires_grad)
     return f"{trainable / 1e6:.2f}M of {total / 1e6:.2f}M parameters trainable ({100 * trainable / max(total, 1):.2f}%)"
 
 
@@ -208,8 +174,9 @@ def _set_pad_token(tokenizer, hf_config, kind: str, side: str) -> None:
         hf_config.use_cache = False
 
 
-def _quantization_config():
-    """4-bit NF4 with double quantization (QLoRA); bf16 compute (fp16 on a pre-Ampere GPU); the head unquantized."""
+def _quantization_config(cfg: Config):
+    """4-bit NF4 with double quantization (QLoRA), computing in the dtype of `train.precision` (bf16, fp16, or
+    float32 with `precision: no`); the head unquantized."""
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:
@@ -218,7 +185,8 @@ def _quantization_config():
 
     return BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=precision.compute_dtype_4bit(), llm_int8_skip_modules=list(HEAD_NAMES),
+        bnb_4bit_compute_dtype=precision.compute_dtype_4bit(cfg.train.precision),
+        llm_int8_skip_modules=list(HEAD_NAMES),
     )
 
 
@@ -240,6 +208,15 @@ def _no_cpu_repacking(model) -> None:
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             module.support_avx512bf16_for_cpu = False
+
+
+def _float32_outside_4bit(model) -> None:
+    """Every 16-bit weight outside the 4-bit layers (embeddings, norms, biases, the head's original) in float32, as
+    `prepare_model_for_kbit_training` leaves a QLoRA base for training; done on every load (training, evaluation
+    and reloaded checkpoints alike), so prediction runs the numerics the saved evaluations ran."""
+    for p in model.parameters():
+        if p.dtype in (torch.float16, torch.bfloat16) and type(p).__name__ != "Params4bit":
+            p.data = p.data.float()
 
 
 def lora_config(cfg: Config, model, kind: str):
@@ -372,24 +349,16 @@ def _reset_head(model, weights: str, old_labels: list[str]) -> None:
           f"{' ...' if len(old_labels) > 4 else ''}); its backbone is kept, the classification head starts new")
 
 
-def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = None, trainable: bool = True):
-    """(model, tokenizer) ready to train: pretrained weights from `model.name_or_path` with a new head, or the
-    trained weights of a checkpoint folder (full/last_n: the saved model; lora/qlora: base + saved adapter)."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+def _model_config(cfg: Config, weights: str, labels: list[str], tokenizer, new: bool):
+    """(hf_config for `labels`, encoder | decoder, the other task's labels of a classifier starting a new head) of
+    the model at `weights`; the tokenizer gets its pad token and side."""
+    from transformers import AutoConfig
 
-    m = cfg.model
-    if m.method not in METHODS:
-        raise UserError(f"model.method must be one of {METHODS}, got {m.method!r}")
-    base = resolve_path(m.name_or_path)
-    ckpt = str(checkpoint) if checkpoint is not None else None
-    adapter = m.method in ("lora", "qlora")
-    weights = ckpt if ckpt and not adapter else base
-    tokenizer = _load_tokenizer(ckpt or base, cfg)
     try:
-        hf_config = AutoConfig.from_pretrained(weights, trust_remote_code=m.trust_remote_code)
+        hf_config = AutoConfig.from_pretrained(weights, trust_remote_code=cfg.model.trust_remote_code)
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load the model config of '{weights}': {str(e).strip().splitlines()[0]}") from None
-    other_task = [] if ckpt else _other_task_labels(hf_config, labels)
+    other_task = _other_task_labels(hf_config, labels) if new else []
     hf_config.update({"problem_type": "multi_label_classification", "id2label": dict(enumerate(labels)),
                       "label2id": {lab: i for i, lab in enumerate(labels)}})  # num_labels follows id2label
     kind = model_kind(cfg, hf_config)
@@ -397,11 +366,21 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
     vocab = getattr(hf_config, "vocab_size", None)
     if vocab and hf_config.pad_token_id is not None and hf_config.pad_token_id >= vocab:
         raise UserError(f"pad token id {hf_config.pad_token_id} is outside the model's vocabulary ({vocab})")
-    kwargs = {dtype_kw(): weights_dtype(cfg), "trust_remote_code": m.trust_remote_code}
+    precision.check_family(hf_config.model_type, cfg.train.precision)
+    return hf_config, kind, other_task
+
+
+def _load_weights(cfg: Config, weights: str, hf_config, other_task: list[str], saved: bool):
+    """The sequence classifier at `weights`: pretrained (in `weights_dtype`, 4-bit for QLoRA) or a saved full/last_n
+    checkpoint (float32: its exact values, however training held them)."""
+    from transformers import AutoModelForSequenceClassification
+
+    m = cfg.model
+    kwargs = {dtype_kw(): torch.float32 if saved else weights_dtype(cfg), "trust_remote_code": m.trust_remote_code}
     if other_task:  # a classifier fine-tuned on another label set (intermediate-task transfer): a new head
         kwargs["ignore_mismatched_sizes"] = True
     if m.method == "qlora":
-        kwargs |= {"quantization_config": _quantization_config(), "device_map": _quantized_device_map()}
+        kwargs |= {"quantization_config": _quantization_config(cfg), "device_map": _quantized_device_map()}
     try:
         with quiet_hf():
             model, info = AutoModelForSequenceClassification.from_pretrained(weights, config=hf_config,
@@ -413,39 +392,85 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
         _reset_head(model, weights, other_task)
     if m.method == "qlora":
         _no_cpu_repacking(model)
+        _float32_outside_4bit(model)
+    return model
+
+
+def _add_adapter(cfg: Config, model, kind: str, ckpt: str | None, trainable: bool):
+    """The PEFT model: a new LoRA adapter (and head copy) from the `lora` section, or a checkpoint's, its weights
+    trainable as in training (`load_adapter_weights` then puts in their exact saved values)."""
+    from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
+
+    m = cfg.model
+    if m.method == "qlora" and trainable:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+    if ckpt:
+        if not (Path(ckpt) / "adapter_config.json").is_file():
+            raise UserError(f"{ckpt} holds no LoRA adapter (adapter_config.json); was it trained with "
+                            f"model.method={m.method}?")
+        try:
+            return PeftModel.from_pretrained(model, ckpt, is_trainable=True)
+        except (OSError, SafetensorError) as e:  # a truncated or garbage adapter file
+            raise UserError(f"cannot load the LoRA adapter in {ckpt}: {str(e).strip().splitlines()[0]}") from None
+    try:
+        return get_peft_model(model, lora_config(cfg, model, kind))
+    except ValueError as e:
+        if not any(s in str(e) for s in ("not found in the base model", "Target modules", "No modules were")):
+            raise
+        names = sorted({n.split(".")[-1] for n, mod in model.named_modules() if isinstance(mod, nn.Linear)})
+        raise UserError(f"lora.target_modules {cfg.lora.target_modules} match no layer of "
+                        f"{model.config.model_type}; its linear layers: {names}") from None
+
+
+def load_adapter_weights(model, ckpt: str) -> None:
+    """Copy a checkpoint's saved adapter and head weights into the (float32) trainable weights: PEFT's own load
+    copies them into the head copy before it is made float32, rounding them to a 16-bit base's dtype."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    path = Path(ckpt) / "adapter_model.safetensors"
+    if path.is_file():
+        set_peft_model_state_dict(model, load_file(path))
+
+
+def _training_dtypes(model, frozen: torch.dtype | None) -> None:
+    """The dtypes training has: trainable weights float32 (autocast gives the mixed precision); with `frozen`
+    (a saved full/last_n checkpoint, loaded in float32) the weights training kept frozen back in that dtype."""
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()
+        elif frozen is not None and not p.requires_grad and p.is_floating_point() and p.dtype != frozen:
+            p.data = p.data.to(frozen)
+
+
+def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = None, trainable: bool = True):
+    """(model, tokenizer) ready to train: pretrained weights from `model.name_or_path` with a new head, or the
+    trained weights of a checkpoint folder (full/last_n: the saved model; lora/qlora: base + saved adapter), with
+    the dtypes training had (trainable weights float32, frozen ones in `weights_dtype`, a QLoRA base's non-4-bit
+    weights float32), so a reloaded checkpoint computes what its evaluations computed. `trainable=False`: every
+    weight frozen, eval mode."""
+    m = cfg.model
+    if m.method not in METHODS:
+        raise UserError(f"model.method must be one of {METHODS}, got {m.method!r}")
+    base = resolve_path(m.name_or_path)
+    ckpt = str(checkpoint) if checkpoint is not None else None
+    adapter = m.method in ("lora", "qlora")
+    weights = ckpt if ckpt and not adapter else base
+    tokenizer = _load_tokenizer(ckpt or base, cfg)
+    hf_config, kind, other_task = _model_config(cfg, weights, labels, tokenizer, new=ckpt is None)
+    model = _load_weights(cfg, weights, hf_config, other_task, saved=weights == ckpt)
     if m.gradient_checkpointing and trainable and m.method != "qlora":  # qlora: prepare_model_for_kbit_training
         enable_checkpointing(model)
-
     if m.method == "last_n":
         _freeze_all_but_last_n(model, m.last_n_layers)
     elif adapter:
-        from peft import PeftModel, get_peft_model, prepare_model_for_kbit_training
-
-        if m.method == "qlora" and trainable:
-            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing,
-                                                    gradient_checkpointing_kwargs={"use_reentrant": False})
-        if ckpt:
-            if not (Path(ckpt) / "adapter_config.json").is_file():
-                raise UserError(f"{ckpt} holds no LoRA adapter (adapter_config.json); was it trained with "
-                                f"model.method={m.method}?")
-            try:
-                model = PeftModel.from_pretrained(model, ckpt, is_trainable=trainable)
-            except (OSError, SafetensorError) as e:  # a truncated or garbage adapter file
-                raise UserError(f"cannot load the LoRA adapter in {ckpt}: {str(e).strip().splitlines()[0]}") from None
-        else:
-            try:
-                model = get_peft_model(model, lora_config(cfg, model, kind))
-            except ValueError as e:
-                if not any(m in str(e) for m in ("not found in the base model", "Target modules", "No modules were")):
-                    raise
-                names = sorted({n.split(".")[-1] for n, mod in model.named_modules() if isinstance(mod, nn.Linear)})
-                raise UserError(f"lora.target_modules {cfg.lora.target_modules} match no layer of "
-                                f"{model.config.model_type}; its linear layers: {names}") from None
+        model = _add_adapter(cfg, model, kind, ckpt, trainable)
     if m.multi_sample_dropout > 0:
         _add_multi_sample_dropout(model, m.multi_sample_dropout, len(labels))
-    for p in model.parameters():  # trainable weights in float32; autocast gives the mixed precision
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
+    _training_dtypes(model, weights_dtype(cfg) if weights == ckpt else None)
+    if adapter and ckpt:
+        load_adapter_weights(model, ckpt)
     if not trainable:
         model.requires_grad_(False)
         model.eval()
