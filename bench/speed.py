@@ -156,7 +156,8 @@ def peer_run(cfg: Config, comp, folds, k: int, tok, out: Path, steps: int, evalu
             return (loss, out) if return_outputs else loss
 
     class Clock(TrainerCallback):
-        times: list = []
+        def __init__(self):
+            self.times = []
 
         def on_step_end(self, args, state, control, **kw):
             if state.global_step % t.log_every == 0:
