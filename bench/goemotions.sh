@@ -11,11 +11,9 @@ PY=${PY:-.venv/bin/python}
 SRC=${1:-../shared/data/goemotions}
 D=data/goemotions
 mkdir -p logs bench/results
-timed() {  # timed NAME command...: run, then record wall time and peak memory
-  local name=$1
-  shift
-  /usr/bin/time -f "$name: wall %e s, peak memory %M KB" -a -o logs/goemotions_times.txt "$@"
-}
+TIMES=logs/goemotions_times.txt
+export MODELS_DIR=${MODELS_DIR:-$(bash bench/models_dir.sh)}  # the configs' hub ids, from local copies
+source bench/lib.sh
 [ -f $D/train.csv ] || $PY -m src.data goemotions "$SRC" $D
 timed tfidf-k10 $PY bench/baseline.py --data-dir $D exp=goemotions-tfidf-k10 folds.n_folds=10 \
   thresholds.min_one=true

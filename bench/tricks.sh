@@ -12,22 +12,9 @@ PY=${PY:-.venv/bin/python}
 E=${1:-../shared/data/emotion-detection}
 D=data.data_dir=$E
 mkdir -p logs bench/results
-timed() {  # timed NAME command...: run, then record wall time and peak memory
-  local name=$1
-  shift
-  /usr/bin/time -f "$name: wall %e s, peak memory %M KB" -a -o logs/tricks_times.txt "$@"
-}
-finetune() {  # finetune CONFIG EXP [key=value ...]: 10 folds in two 1-thread processes (one per core), then predict
-  local config=$1 exp=$2
-  shift 2
-  local args=(--config "$config" "exp=$exp" "$D" "$@")
-  timed "$exp-folds-0-4" env OMP_NUM_THREADS=1 $PY -m src.train --folds 0-4 "${args[@]}" &
-  local first=$!
-  sleep 60  # the first process makes the fold file and records the run; then the second joins
-  timed "$exp-folds-5-9" env OMP_NUM_THREADS=1 $PY -m src.train --folds 5-9 "${args[@]}"
-  wait $first
-  timed "$exp-predict" $PY -m src run "${args[@]}"
-}
+TIMES=logs/tricks_times.txt
+export MODELS_DIR=${MODELS_DIR:-$(bash bench/models_dir.sh)}  # the configs' hub ids, from local copies
+source bench/lib.sh
 minilm() {  # minilm EXP [key=value ...]: MiniLM-L6, 10 folds x 500 steps, 64 tokens
   local exp=$1
   shift

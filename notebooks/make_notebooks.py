@@ -60,6 +60,7 @@ NOTES = {
     "qwen2.5-coder-0.5b": Note("Qwen2.5-Coder-0.5B LoRA"),
     "smollm2-135m": Note("SmolLM2-135M LoRA"),
     "smollm2-135m-cpu": Note("SmolLM2-135M LoRA on a CPU"),
+    "qwen2.5-coder-0.5b-cpu": Note("Qwen2.5-Coder-0.5B LoRA on a CPU"),
     "llama-3.2-3b-instruct": Note("Llama-3.2-3B-Instruct LoRA", gated=True),
     "qwen2.5-14b-instruct-qlora": Note("Qwen2.5-14B-Instruct QLoRA", pip=("bitsandbytes",)),
     "tfidf": Note("TF-IDF baseline"),

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Decoder LLMs as multi-label classifiers on the CPU, proven on real weights (README "Decoders on a CPU"): SmolLM2-135M
+# with LoRA over ten folds, the same folds 0-2 with the plain Trainer + peft peer side by side, SmolLM2 with QLoRA,
+# Qwen2.5-Coder-0.5B with LoRA, the zero-shot label scorers on every row, and the submissions in bench/results/.
+# Finished folds and runs are reused, so a killed run resumes where it stopped (about 15 h of both cores in all).
+#   bash bench/decoders.sh [competition folder, default ../shared/data/emotion-detection]
+# Each step's wall time and peak memory (largest process, GNU time) are appended to logs/decoders_times.txt; the peer
+# comparison's output goes to logs/decoder_peer.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+E=${1:-../shared/data/emotion-detection}
+D=data.data_dir=$E
+mkdir -p logs bench/results
+TIMES=logs/decoders_times.txt
+export MODELS_DIR=${MODELS_DIR:-$(bash bench/models_dir.sh smollm2-135m qwen2.5-coder-0.5b)}
+source bench/lib.sh
+keep() {  # keep EXP: the run's submission, validated, into bench/results/
+  $PY -m src validate "submissions/$1.csv" "$E/sample_submission.csv"
+  cp "submissions/$1.csv" "bench/results/$1.csv"
+}
+
+finetune configs/smollm2-135m-cpu.yaml smollm2-135m-cpu
+keep smollm2-135m-cpu
+
+# the plain peer on folds 0-2 (the project's folds are the run's own, reused): one lane per core, and the
+# throughput of both loops, 30 updates each, side by side in the second lane
+P=(--config configs/smollm2-135m-cpu.yaml --data-dir "$E")
+timed peer-folds-0-1 env OMP_NUM_THREADS=1 $PY bench/speed.py "${P[@]}" --steps 0 --quality --folds 0-1 \
+  > logs/decoder_peer_a.txt 2>&1 &
+lane=$!
+timed peer-fold-2 env OMP_NUM_THREADS=1 $PY bench/speed.py "${P[@]}" --steps 30 --quality --folds 2 \
+  > logs/decoder_peer_b.txt 2>&1
+wait $lane
+grep -h "^throughput\|^quality" logs/decoder_peer_a.txt logs/decoder_peer_b.txt > logs/decoder_peer.txt
+
+finetune configs/smollm2-135m-cpu.yaml smollm2-135m-qlora-cpu model.method=qlora
+keep smollm2-135m-qlora-cpu
+finetune configs/qwen2.5-coder-0.5b-cpu.yaml qwen2.5-coder-0.5b-cpu
+keep qwen2.5-coder-0.5b-cpu
+
+# zero-shot label scoring with the same model, every train and test row (no training): what fine-tuning buys
+N=data.normalize=tweet
+timed llm_zeroshot_multi $PY -m src run --config configs/llm_zeroshot_multi.yaml "$D" $N
+timed llm_zeroshot_unary $PY -m src run --config configs/llm_zeroshot_unary.yaml "$D" $N
+cat "$TIMES"
