@@ -1,7 +1,7 @@
 """The fault campaign of issue 13: malformed files, config and CLI mistakes, damaged or locked run folders,
 unwritable outputs and partial runs, each run through the real CLI on a small synthetic competition.
 
-    .venv/bin/python bench/faults.py [--only REGEX] [--list] [--jobs N] [--out DIR] [--results FILE]
+    .venv/bin/python bench/faults.py [--only REGEX] [--issue N] [--list] [--jobs N] [--out DIR] [--results FILE]
 
 Each case runs in a fresh copy of a fixture folder (its working directory: data/ with 60 train / 20 test rows, and
 for some cases a finished TF-IDF run, a finished or a killed tiny-transformer run). A case expecting an error
@@ -9,7 +9,8 @@ passes when the command exits 2, its last stderr line is `error: ...` (holding t
 traceback was printed and no file of the folder was added, changed or removed; a case expecting success passes when
 it exits 0 and leaves a submission with sample_submission.csv's header and ids and 0/1 values. `either` cases
 accept both; every case may add its own check. `--only` matches `tag/name`; `--out` keeps every folder there.
-Results go to bench/results/faults.json (with --only: a temp file); the exit code is 1 if any case failed.
+Results go to bench/results/faults.json (with --only or --issue N: a temp file); the exit code is 1 if any case
+failed. `--issue N` runs the cases the review of issue N added (29: 34 cases).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Case:
     unprivileged: bool = False  # run as an ordinary user (uid NOBODY under root, via setpriv): permissions bite
     skip: str = ""
     timeout: int = 240
+    issue: int = 0  # the issue whose review found it (--issue N runs those)
 
 
 @dataclass
@@ -700,7 +702,144 @@ def cases() -> list[Case]:
         expect_in="checkpoints/new")
     add("disk", "folds-dir-is-a-file", tfidf("folds.dir=foldfile"), setup=(put("foldfile", "x"),),
         expect_in="foldfile")
+    round3(add, root)
     return C
+
+
+class Payload:
+    """Unpickling it runs `touch marker` (what a crafted resume.pt in someone else's run folder could hold)."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def crafted_resume(rel: str, marker: str) -> Callable:
+    """Replace a resume.pt by a torch.save file (the zip format a real one has) whose unpickling runs a command."""
+    def step(r: Run):
+        import torch
+
+        torch.save({"optimizer": Payload(str(r.dir / marker)), "scheduler": {}, "rng": [], "position": {}},
+                   r.dir / rel)
+    return step
+
+
+def labels_reversed_in_test_folds(rel: str) -> Callable:
+    """A member's test_folds.npz written with its label columns in another order (a run made from data whose columns
+    were ordered otherwise)."""
+    def step(r: Run):
+        import numpy as np
+
+        with np.load(r.dir / rel, allow_pickle=False) as z:
+            parts = dict(z)
+        parts["labels"], parts["probs"] = parts["labels"][::-1], parts["probs"][:, :, ::-1]
+        with open(r.dir / rel, "wb") as f:
+            np.savez(f, **parts)
+    return step
+
+
+def remote_code(step_dir: str, marker: str) -> Callable:
+    """A checkpoint whose config.json names its own code (auto_map), which would create `marker` if imported."""
+    def step(r: Run):
+        d = r.dir / step_dir
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["auto_map"] = {"AutoConfig": "configuration_x.XConfig",
+                           "AutoModelForSequenceClassification": "modeling_x.X"}
+        (d / "config.json").write_text(json.dumps(cfg))
+        for name in ("configuration_x.py", "modeling_x.py"):
+            (d / name).write_text(f"open({str(r.dir / marker)!r}, 'w').write('ran')\n")
+    return step
+
+
+def round3(add_case: Callable, root: bool) -> None:
+    """Issue 29's 92 cases found these failures; each is a case from now on (`--issue 29`)."""
+    add = lambda *a, **kw: add_case(*a, issue=29, **kw)  # noqa: E731
+    pwned = "pwned"
+    add("security", "resume.pt-runs-code", tiny(config="cut"), base="cut",
+        setup=(crafted_resume("checkpoints/cut/fold0/step2/resume.pt", pwned),), expect="ok",
+        sub="submissions/cut.csv", check=all_of(gone(pwned), says("safe load refuses")))
+    trusted = edit("checkpoints/tr/config.yaml", lambda t: t.replace("trust_remote_code: false",
+                                                                     "trust_remote_code: true"))
+    add("security", "run-config-trusts-remote-code", src("predict", "--exp", "tr"), base="tr", sub="submissions/tr.csv",
+        setup=(trusted, at_selected("tr", 0, lambda d: remote_code(d, pwned)),
+               at_selected("tr", 0, lambda d: remove(f"{d}/test_probs.npy"))), expect="ok",
+        check=all_of(gone(pwned), says("names remote code")))
+    add("security", "remote-code-asked-on-the-command-line-only", src("predict", "--exp", "tr"), base="tr",
+        sub="submissions/tr.csv", setup=(trusted,), expect="ok", check=gone(pwned))
+
+    flip = lambda i, v: ("0" if v == "1" else "1") if i % 3 == 0 else v  # noqa: E731
+    stale = lambda name, *setup, cmd=None, hint="": add(  # noqa: E731
+        "state", name, cmd or tfidf(cmd="finalize"), setup=setup, expect_in=hint)
+    stale("finalize-after-train-labels-edited", column(TR, "anger", flip), hint="train labels changed")
+    stale("finalize-after-test-texts-edited", column(TE, "Tweet", lambda i, v: v + " joyy"), hint="test texts")
+    stale("finalize-exp-after-train-texts-edited", column(TR, "Tweet", lambda i, v: v + " joyy"),
+          cmd=src("finalize", "--exp", "tfidf", "data.data_dir=data", *OUTS[2:]), hint="train texts")
+    stale("ensemble-member-made-from-other-data", column(TE, "Tweet", lambda i, v: v + " joyy"),
+          cmd=src("ensemble", "tfidf", "cnb", "--out", "bl", "data.data_dir=data"), hint="member 'tfidf'")
+    stale("stack-member-made-from-other-data", column(TR, "anger", flip),
+          cmd=src("stack", "tfidf", "cnb", "--out", "st", "data.data_dir=data"), hint="train labels")
+    stale("teacher-made-from-other-data", column(TR, "anger", flip),
+          cmd=tfidf("exp=student", "teacher.exp=cnb", "teacher.mode=hard"), hint="member 'cnb'")
+    add("config", "config-file-duplicate-section", src("run", "--config", "bad.yaml", "data.data_dir=data", *OUTS),
+        setup=(put("bad.yaml", "tfidf:\n  C: 1\ntfidf:\n  C: 2\n"),), expect_in="appears twice")
+    add("state", "failed-rerun-keeps-config.yaml", tfidf("tfidf.grid_search=true", "tfidf.grid_cv=1000"),
+        expect_in="grid_cv")
+    add("state", "finalize-exp-of-a-moved-run", src("finalize", "--exp", "tfidf", "output.checkpoints_dir=moved/ck"),
+        setup=(lambda r: shutil.copytree(r.dir / "checkpoints", r.dir / "moved/ck"),
+               lambda r: shutil.copytree(r.dir / "folds", r.dir / "moved/folds")),
+        expect="ok", sub="moved/submissions/tfidf.csv", check=says("was moved from"))
+    add("state", "blend-member-labels-in-another-order", src("ensemble", "tfidf", "cnb", "--out", "bl"),
+        setup=(rows("checkpoints/cnb/oof.csv", lambda rs: [[r[0], r[1], *reversed(r[2:])] for r in rs]),
+               rows("checkpoints/cnb/test.csv", lambda rs: [[r[0], *reversed(r[1:])] for r in rs]),
+               labels_reversed_in_test_folds("checkpoints/cnb/test_folds.npz")),
+        expect="ok", sub="submissions/bl.csv")
+
+    lk = lambda rel: lock(rel, os.getpid)  # noqa: E731 (a live holder: this campaign's own pid)
+    add("lock", "pack-while-locked", src("pack", "tr", "--out", "p"), base="tr", setup=(lk("checkpoints/tr/.lock"),),
+        expect_in="in use")
+    add("lock", "select-while-a-fold-trains", src("checkpoints", "select", "tr", "--fold", "0", "--step", "1"),
+        base="tr", setup=(lk("checkpoints/tr/.lock-fold1"),), expect_in="in use")
+    add("lock", "ensemble-member-locked", src("ensemble", "tfidf", "cnb", "--out", "bl"),
+        setup=(lk("checkpoints/cnb/.lock"),), expect_in="in use")
+    add("lock", "stack-member-locked", src("stack", "tfidf", "cnb", "--out", "st"),
+        setup=(lk("checkpoints/cnb/.lock"),), expect_in="in use")
+    add("lock", "teacher-locked", tfidf("exp=student", "teacher.exp=cnb", "teacher.mode=hard"),
+        setup=(lk("checkpoints/cnb/.lock"),), expect_in="in use")
+
+    add("kill", "resume_state-false-cut-restarts", tiny("train.resume_state=false", config="cut"),
+        base="cut", setup=(remove("checkpoints/cut/fold0/step2/resume.pt"),), expect="ok", sub="submissions/cut.csv",
+        check=says("cut short with train.resume_state=false"))
+
+    add("cli", "progress-interval-abc", tfidf(), env={"PROGRESS_INTERVAL": "abc"}, expect_in="PROGRESS_INTERVAL")
+    add("cli", "train.sh-progress-interval-abc", train_sh(), base="data", merged=True,
+        env={"PROGRESS_INTERVAL": "abc"}, expect_in="PROGRESS_INTERVAL")
+    for tol in ("nan", "-5", "inf"):
+        add("cli", f"select-tolerance-{tol}", src("checkpoints", "select", "tr", "--tolerance", tol), base="tr",
+            expect_in="tolerance")
+    add("config", "tiny-max_length-past-positions", tiny("model.max_length=500"), base="tr",
+        expect_in="model.max_length=500")
+    add("config", "tiny-max_steps-1e12", tiny("exp=big", "train.max_steps=1000000000000", "folds.run=[0]"),
+        base="tr", expect_in="max_steps", timeout=60)
+    add("config", "tiny-wandb-without-credentials", tiny("train.report_to=wandb"), base="tr",
+        env={"WANDB_MODE": ""}, expect_in="wandb")
+    add("cli", "predict-exp-other-data-writes-no-fold-file", src("predict", "--exp", "tr", "data.data_dir=other",
+                                                                 "folds.dir=folds"),
+        base="tr", setup=(lambda r: shutil.copytree(r.dir / "data", r.dir / "other"),
+                          column("other/train.csv", "anger", flip), rows("other/train.csv", lambda rs: rs[:-3])),
+        expect_in="holds a run made from")
+    add("cli", "rerun-after-sample-labels-reordered", tfidf(),
+        setup=(rows(SS, lambda rs: [[r[0], *reversed(r[1:])] for r in rs]),
+               rows(TR, lambda rs: [[*r[:2], *reversed(r[2:])] for r in rs])), expect_in="order of its label columns")
+    add("cli", "rerun-after-ids-renamed", tfidf(), setup=(column(TR, "ID", lambda i, v: "x" + v),),
+        expect_in="renamed")
+    add("data", "ids-differ-in-unicode-form-only", tfidf(), base="data",
+        setup=(cell(TE, 2, "ID", "caf\u00e9"), cell(SS, 2, "ID", "cafe\u0301")), expect_in="Unicode form")
+    add("cli", "exp-leading-dash", tfidf("exp=-x"), base="data", expect_in="exp")
+    add("cli", "exp-with-equals", tfidf("exp=a=b"), base="data", expect_in="exp")
+    add("data", "label-named-rows", src("folds", *TFIDF[:2], "data.data_dir=data", *OUTS), base="data", sub=None,
+        setup=rename("trust", "rows", TR, SS), expect="ok", check=says("(rows)"))
 
 
 # ---- fixtures --------------------------------------------------------------------------------------------------
@@ -948,6 +1087,7 @@ def summary(results: list[dict]) -> tuple[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", default="", help="run the cases whose tag/name matches this regex")
+    p.add_argument("--issue", type=int, default=0, help="run the cases the review of this issue added")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     p.add_argument("--jobs", type=int, default=2, help="cases run in parallel")
     p.add_argument("--out", default="", help="folder for fixtures and case folders (kept; default: a temp folder)")
@@ -958,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
         pattern = re.compile(a.only)
     except re.error as e:
         p.error(f"--only: {e}")
-    todo = [c for c in cases() if pattern.search(f"{c.tag}/{c.name}")]
+    todo = [c for c in cases() if pattern.search(f"{c.tag}/{c.name}") and (not a.issue or c.issue == a.issue)]
     names = [f"{c.tag}/{c.name}" for c in todo]
     assert len(set(names)) == len(names), "duplicate case names"
     if a.list:
@@ -967,7 +1107,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(todo)} cases")
         return 0
     if not todo:
-        p.error(f"--only {a.only!r} matches no case")
+        p.error(f"--only {a.only!r} / --issue {a.issue} match no case")
     out = Path(a.out).resolve() if a.out else Path(tempfile.mkdtemp(prefix="faults-"))
     out.mkdir(parents=True, exist_ok=True)
     out.chmod(0o755)  # the read-only cases run as another user, who must reach their folders
@@ -992,7 +1132,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in results if r["status"] == "FAIL"]
     if failed:
         print("failed: " + ", ".join(f"{r['tag']}/{r['name']}" for r in failed))
-    results_path = Path(a.results or (ROOT / "bench/results/faults.json" if not a.only
+    results_path = Path(a.results or (ROOT / "bench/results/faults.json" if not (a.only or a.issue)
                                       else Path(tempfile.gettempdir()) / "faults-only.json"))
     results_path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"summary": {**counts, "wall_s": round(wall, 1), "jobs": a.jobs, "only": a.only,

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 LIMIT_MIB = 56  # one upload: the device tool takes 64 MiB, tree included; the rest is headroom
-PACKAGES = ("bitsandbytes", "iterative-stratification")  # what the GPU image (torch 2.11+cu130) lacks
+PACKAGES = ("bitsandbytes", "iterative-stratification", "skops", "prettytable")  # what the GPU image lacks
 KEEP_LIBS = ("libbitsandbytes_cpu.so", "libbitsandbytes_cuda130.so", "libbitsandbytes_cuda132.so")  # its CUDA 13
 DATA = ROOT.parent / "shared" / "data" / "emotion-detection"
 

@@ -24,9 +24,9 @@ import pandas as pd  # noqa: E402
 from src import metrics, thresholds  # noqa: E402
 from src.config import load_saved_sections  # noqa: E402
 from src.data import load_competition  # noqa: E402
-from src.ensemble import load_member  # noqa: E402
 from src.errors import cli  # noqa: E402
 from src.folds import ensure_folds  # noqa: E402
+from src.members import load_member  # noqa: E402
 from src.progress import tqdm  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"

@@ -196,7 +196,8 @@ cfg = resolve(CONFIG, FOLDS, OVERRIDES, DATA_DIR, OUT_DIR, SMOKE, SMOKE_DIR)
 print(summary(cfg, CONFIG))"""
 
 FOLDS = """\
-from src.folds import fold_label_counts, fold_path
+from src.data import fold_path
+from src.folds import fold_label_counts
 from src.pipeline import setup_run
 
 comp, folds, rd = setup_run(cfg)
@@ -360,7 +361,8 @@ def kaggle_inference_cells() -> list:
 PACK = ""  # the pack's folder; "" = the one folder under /kaggle/input holding pack.json
 EXP = ""  # the packed run to predict; "" = the pack's only run
 DATA_DIR = ""  # the competition folder; "" = find it under /kaggle/input
-BASE_MODEL = ""  # LoRA runs: the base model's folder, attached as a dataset (e.g. /kaggle/input/qwen2.5-1.5b)
+BASE_MODEL = ""  # LoRA, probe, LLM runs: the base model's folder, attached as a dataset (or set MODELS_DIR)
+MODELS_DIR = ""  # a folder of local model copies named by hub id (org--name or name), e.g. /kaggle/input/models
 OUT_DIR = "/kaggle/working\""""
     setup = """\
 import sys
@@ -373,9 +375,13 @@ if not PACK:  # src/ is not importable before the pack is found: a plain search 
     PACK = found[0]
 sys.path.insert(0, PACK)  # the code that trained the run, from the pack
 
+import os
+
 import src
 from src.pack import install_wheels, predict_packed
 
+if MODELS_DIR:
+    os.environ["MODELS_DIR"] = MODELS_DIR  # the runs' hub ids are read from there (src/hub.py)
 print("code:", Path(src.__file__).parent, "| wheels installed:", install_wheels(PACK) or "none")"""
     predict = """\
 from src.data import find_data_dir
@@ -385,9 +391,11 @@ print(result["kaggle_submission"])"""
     return [
         ("md", "\n".join([
             "# Kaggle inference (Internet off)", "",
-            "Predicts the test set from a run packed on Colab or a pod, with no Internet: each fold's selected "
-            "checkpoint is read where it lies under `/kaggle/input` (nothing is written there), the thresholds "
-            "tuned on the run's OOF are applied, and `/kaggle/working/submission.csv` is written.", "",
+            "Predicts the competition's test set, whatever it holds (a code competition swaps it when scoring), "
+            "from any run packed on Colab or a pod (a transformer, TF-IDF, probe, LLM run, a blend or a stack "
+            "with its members), with no Internet: the fold models are read where they lie under `/kaggle/input` "
+            "(nothing is written there), the thresholds tuned on the run's OOF are applied, and "
+            "`/kaggle/working/submission.csv` is written.", "",
             "1. Where the run was trained: `python -m src pack <exp> --out packs/<name>` (add `--wheels DIR` for "
             "packages the Kaggle image lacks), then `kaggle datasets create -p packs/<name>`.",
             "2. Here: Add Input > your pack and the competition (and, for a LoRA run, its base model); turn "
@@ -395,8 +403,8 @@ print(result["kaggle_submission"])"""
         ("code", params, {"tags": ["parameters"]}),
         ("md", "## Setup\nThe code comes from the pack, so it is the code that trained the run."),
         ("code", setup),
-        ("md", "## Predict\nTest probabilities from every fold's selected checkpoint (averaged), the run's "
-               "per-label thresholds, the submission."),
+        ("md", "## Predict\nTest probabilities from every fold model (averaged; a blend or stack combines its "
+               "members'), the run's per-label thresholds and rules, the submission."),
         ("code", predict),
     ]
 

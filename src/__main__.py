@@ -44,15 +44,21 @@ def _pipeline(argv: list[str] | None) -> None:
     p.add_argument("--config", default=None, help="YAML config (default: the TF-IDF baseline's defaults)")
     if argv[0] == "finalize":
         p.add_argument("--exp", default=None, help="a run's name: its own saved config instead of --config")
+        p.add_argument("--partial-submission", action="store_true",
+                       help="a run of some folds: write a submission from those folds' models anyway")
     p.add_argument("--folds", default=None, help="folds to run, e.g. 0,3 or 0-4 (sets folds.run; default: all)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.data_dir=/kaggle/input/x")
     a = p.parse_intermixed_args(argv[1:])
     if getattr(a, "exp", None) and a.config:
         p.error("give --config or --exp, not both")
-    cfg = load_run_config(a.exp, a.overrides) if getattr(a, "exp", None) else load_config(a.config, a.overrides)
+    exp = getattr(a, "exp", None)
+    cfg = load_run_config(exp, a.overrides, partial=True) if exp else load_config(a.config, a.overrides)
     if a.folds is not None:
         cfg.folds.run = parse_folds(a.folds, cfg.folds.n_folds)
-    (pipeline.run if argv[0] == "run" else pipeline.finalize)(cfg)
+    if argv[0] == "run":
+        pipeline.run(cfg)
+    else:
+        pipeline.finalize(cfg, partial_submission=a.partial_submission)
 
 
 def main(argv: list[str] | None = None) -> None:

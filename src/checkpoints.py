@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import shutil
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from src.config import Config, load_config, load_saved_sections
 from src.errors import ArgParser, UserError, cli
 from src.fileio import read_json, write_text
 from src.rundir import RunDir, check_probs, checkpoint_dirs
+from src.runguard import run_lock
 
 RULES = ("best_f1", "best_loss", "balanced")
 COLUMNS = ["step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned"]
@@ -42,11 +44,26 @@ HEADER = """\
 # `python -m src.checkpoints select <exp> --fold K --step N`): manual picks survive re-running a rule.
 # The metric values are the checkpoint's metrics.json, for reference.
 """
-RESUME = "resume.pt"
+RESUME = "resume.pt"  # read with torch.load(weights_only=True): tensors, numbers, strings, lists and dicts only
 CHECKPOINT_DTYPES = ("float32", "float16", "bfloat16")  # train.checkpoint_dtype
 RESUME_KEYS = ("optimizer", "scheduler", "rng", "position")
 NEEDED = ("val_loss", "f1_tuned")  # what every rule and listing reads
 _noted: set[str] = set()
+
+
+def _legacy_resume_globals() -> list:
+    """What resume states of earlier versions hold besides tensors: numpy's RNG key array (uint32). Rebuilding a
+    plain numeric array runs no code; nothing else is allowed."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+LEGACY_RESUME_GLOBALS = _legacy_resume_globals()
 
 
 # ---------------------------------------------------------------- integrity
@@ -140,8 +157,12 @@ def read_resume(d: Path, mmap: bool = False) -> tuple[dict | None, str | None]:
     if problem:
         return None, problem
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=mmap)
-    except Exception as e:  # zip/pickle errors of a truncated or garbage file
+        with torch.serialization.safe_globals(LEGACY_RESUME_GLOBALS):
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:  # anything but tensors, numbers, strings, lists, dicts: never unpickled
+        return None, (f"{path} holds objects a safe load refuses, so it was not written by this kit (a crafted "
+                      f"file?) and is not read: {_first_line(e)[:120]}")
+    except Exception as e:  # zip errors of a truncated or garbage file
         return None, f"{path} is damaged (truncated or corrupted?): {_first_line(e)}"
     missing = [key for key in RESUME_KEYS if not isinstance(state, dict) or key not in state]
     return (None, f"{path} is no resume state (lacks {missing})") if missing else (state, None)
@@ -187,7 +208,8 @@ def repair_resume(fold_dir: Path, k: int) -> None:
 def _io_error(e: Exception) -> bool:
     """An OSError, or the write failures torch and safetensors report as their own errors (disk full, ...)."""
     text = str(e)
-    return isinstance(e, OSError) or ("IoError" in text or "failed writing" in text or "write failed" in text)
+    return isinstance(e, OSError) or any(s in text for s in ("IoError", "I/O error", "failed writing", "write failed",
+                                                             "No space left", "Disk quota", "File too large"))
 
 
 def save_checkpoint(fold_dir: Path, step: int, model, tokenizer, record: dict, probs: np.ndarray,
@@ -231,13 +253,12 @@ def save_checkpoint(fold_dir: Path, step: int, model, tokenizer, record: dict, p
     return final
 
 
-def footprint(model, cfg: Config) -> tuple[int, int]:
-    """(bytes of one checkpoint's weight files, bytes of one resume state) for `model` under cfg's settings."""
-    from src.models.transformer import is_peft
-
+def footprint(model, cfg: Config, adapter: bool) -> tuple[int, int]:
+    """(bytes of one checkpoint's weight files, bytes of one resume state) for `model` under cfg's settings;
+    `adapter`: a PEFT model, whose checkpoints hold the adapter and head only."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     half = cfg.train.checkpoint_dtype != "float32"
-    if is_peft(model):  # adapter + head, float32
+    if adapter:  # adapter + head, float32
         weights = 4 * trainable
     else:
         weights = sum(w.numel() * (min(2, w.element_size()) if half and w.is_floating_point() else w.element_size())
@@ -245,7 +266,7 @@ def footprint(model, cfg: Config) -> tuple[int, int]:
     resume = 0
     if cfg.train.resume_state:
         resume = 8 * trainable + (4 * trainable if cfg.train.ema > 0 else 0)  # AdamW moments, raw weights under EMA
-        if half and not is_peft(model):
+        if half and not adapter:
             resume += sum(4 * w.numel() for w in model.state_dict().values())  # the exact weights to resume from
     return weights, resume
 
@@ -481,6 +502,9 @@ def select(cfg: Config, rd: RunDir | None = None, rule: str | None = None, toler
     tolerance = cfg.select.tolerance if tolerance is None else tolerance
     if rule not in RULES:
         raise UserError(f"select.rule must be one of {', '.join(RULES)}, got {rule!r}")
+    if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
+        raise UserError(f"the macro-F1 tolerance (--tolerance, select.tolerance) must be a number >= 0, got "
+                        f"{tolerance}")
     available = trained_folds(rd)
     manual, auto = dict(manual or {}), set(auto or [])
     for k in [*manual, *auto]:
@@ -577,8 +601,9 @@ def main(argv: list[str] | None = None) -> None:
     rule, tolerance = saved_rule(rd)
     # one fold changed by hand: the other folds keep their entries (folds without one get the rule)
     folds = [k for k in trained_folds(rd) if k not in saved] if a.fold is not None else None
-    chosen = select(cfg, rd, rule=a.rule or rule, tolerance=a.tolerance if a.tolerance is not None else tolerance,
-                    manual=manual, auto=[a.fold] if a.auto else None, folds=folds)
+    with run_lock(rd):  # selection.yaml is rewritten: not while another process predicts or trains this run
+        chosen = select(cfg, rd, rule=a.rule or rule, tolerance=a.tolerance if a.tolerance is not None else
+                        tolerance, manual=manual, auto=[a.fold] if a.auto else None, folds=folds)
     for k, e in read_selection(rd).items():
         print(f"fold {k}: step {e['step']} ({e['rule']})  val_loss {e.get('val_loss', float('nan')):.4f}  "
               f"f1_tuned {e.get('f1_tuned', float('nan')):.4f}")

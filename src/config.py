@@ -117,7 +117,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     precision: str = "auto"  # auto | bf16 | fp16 | no
     eval_every: int = 0  # steps between evaluations; 0 = once per epoch only
-    keep_top_k: int = 0  # checkpoints kept per fold; 0 = all
+    # checkpoints kept per fold, the best by keep_metric (0 = every evaluation's). 3 holds what the best_f1 and
+    # balanced rules pick; a full fine-tune's weights per checkpoint: MiniLM-L6 ~90 MB, base models ~0.5 GB
+    keep_top_k: int = 3
     checkpoint_dtype: str = "float32"  # float16 | bfloat16: full/last_n weight files in half the disk (LoRA: float32)
     keep_metric: str = "f1_tuned"  # metric for keep_top_k (higher is better; val_loss: lower)
     group_by_length: bool = True
@@ -204,6 +206,7 @@ class TeacherConfig:
     keep: float = 1.0  # share of test texts added, the teacher's most certain first (0 = none)
     train_alpha: float = 0.0  # labeled rows' targets: (1 - a) * label + a * teacher OOF (a > 0: optimistic OOF)
     per_fold: bool = True  # fold k learns from the teacher's fold-k models only (honest OOF); false: fold mean
+    source: str = ""  # a CSV of unlabeled texts (id and text columns as test.csv's) to label instead of test.csv
 
 
 @dataclass
@@ -242,7 +245,8 @@ RANGES: dict[str, str] = {
     "tfidf.n_jobs": ">= 1 or -1",
     "model.last_n_layers": ">= 0", "model.max_length": ">= 1", "model.multi_sample_dropout": ">= 0",
     "lora.r": ">= 1", "lora.alpha": ">= 1", "lora.dropout": "in [0, 1)",
-    "train.epochs": ">= 0", "train.max_steps": ">= 0", "train.batch_size": ">= 1", "train.eval_batch_size": ">= 1",
+    "train.epochs": "in [0, 10000]", "train.max_steps": "in [0, 100000000]", "train.batch_size": ">= 1",
+    "train.eval_batch_size": ">= 1",
     "train.grad_accum": ">= 1", "train.lr": "in (0, 1]", "train.head_lr": "in [0, 1]",
     "train.weight_decay": "in [0, 1]", "train.warmup_ratio": "in [0, 1]", "train.layer_lr_decay": "in (0, 1]",
     "train.max_grad_norm": ">= 0", "train.pos_weight_clip": ">= 0", "train.focal_gamma": ">= 0",
@@ -264,7 +268,7 @@ LIST_RULES: dict[str, str] = {
     "tfidf.grid_word_ngram": f"a non-empty list of {NGRAM}", "tfidf.grid_C": "a non-empty list of numbers > 0",
     "folds.run": "distinct folds in 0..folds.n_folds-1 (empty: every fold)",
 }
-EXP_NAME = re.compile(r"[A-Za-z0-9_\-+=@,][A-Za-z0-9_.\-+=@,]{0,199}")
+EXP_NAME = re.compile(r"[A-Za-z0-9_+@,][A-Za-z0-9_.\-+@,]{0,199}")  # no leading - or ., no =: CLI arguments
 _INTERVAL = re.compile(r"in ([\[(])(\S+), (\S+)([\])])")
 
 
@@ -432,8 +436,9 @@ def check_cli_overrides(overrides: list[str]) -> None:
 def check_exp(exp: str) -> None:
     """`exp` names checkpoints/<exp>/ and submissions/<exp>.csv: a plain file name, nothing else."""
     if not EXP_NAME.fullmatch(exp):
-        rule = ("a plain name: letters, digits and -_.+=@, (no / or \\, not starting with '.', at most 200 "
-                "characters), as it names checkpoints/<exp>/ and submissions/<exp>.csv")
+        rule = ("a plain name: letters, digits and -_.+@, (no / or \\ or =, not starting with - or ., at most 200 "
+                "characters), as it names checkpoints/<exp>/ and submissions/<exp>.csv and is typed as a command's "
+                "argument")
         raise UserError(f"exp={exp!r} must be {rule}" if exp else f"exp is empty: it must be {rule}")
 
 
@@ -494,11 +499,28 @@ def check(cfg: Config, need_exp: bool = True) -> Config:
     return cfg
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load that refuses a key given twice in one mapping (plain YAML keeps the last one silently: two
+    `tfidf:` sections would drop the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(p: Path, what: str):
-    """The YAML document in `p`; unreadable, non-UTF-8 or invalid YAML is a one-line error naming the file."""
+    """The YAML document in `p`; unreadable, non-UTF-8 or invalid YAML (a key twice too) is a one-line error naming
+    the file."""
     text = read_utf8(p, what)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -522,18 +544,49 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return check(cfg)
 
 
-def load_run_config(exp: str, overrides: list[str] | None = None) -> Config:
+def load_run_config(exp: str, overrides: list[str] | None = None, partial: bool = False) -> Config:
     """A run's own settings: checkpoints/<exp>/config.yaml (the folder from an `output.checkpoints_dir=` override,
-    else the default), then `overrides` (e.g. data.data_dir on another machine), checked."""
+    else the default), then `overrides` (e.g. data.data_dir on another machine), checked. `partial`: a run of some
+    folds (its partial/config.yaml) is read too."""
     overrides = list(overrides or [])
     where = load_config(None, [o for o in overrides if o.startswith("output.checkpoints_dir=")] + [f"exp={exp}"])
     path = Path(where.output.checkpoints_dir) / exp / "config.yaml"
     if not path.is_file() and (path.parent / "partial" / "config.yaml").is_file():
-        raise UserError(f"{path.parent} holds only a partial run (its outputs are in partial/): run every fold first")
+        if not partial:
+            raise UserError(f"{path.parent} holds only a partial run (its outputs are in partial/): run every fold "
+                            "first")
+        path = path.parent / "partial" / "config.yaml"
     if not path.is_file():
         raise UserError(f"{path.absolute()} does not exist: is '{exp}' a run here? (set output.checkpoints_dir= to "
                         "the folder that holds its checkpoints)")
-    return load_config(path, [*overrides, f"exp={exp}"])
+    cfg = from_run_folder(load_config(path, [*overrides, f"exp={exp}"]), overrides)
+    saved = ((_read_yaml(path, "the run config") or {}).get("output") or {}).get("checkpoints_dir")
+    where_now = path.parent.parent.parent if path.parent.name == "partial" else path.parent.parent
+    return _where_it_is(cfg, Path(saved or where_now), where_now, {o.partition("=")[0].strip() for o in overrides})
+
+
+def _where_it_is(cfg: Config, saved: Path, checkpoints: Path, given: set[str]) -> Config:
+    """A run folder found under `checkpoints` whose config.yaml names another (absolute) checkpoints folder was moved:
+    its fold file and submission are then read and written beside it (`checkpoints/../folds`, `../submissions`),
+    never in the old folders, unless the command line says where."""
+    cfg.output.checkpoints_dir = str(checkpoints)
+    if saved.absolute() == checkpoints.absolute():
+        return cfg
+    for key, beside in (("folds.dir", "folds"), ("output.submissions_dir", "submissions")):
+        if key not in given:
+            section, name = key.split(".")
+            setattr(getattr(cfg, section), name, str(checkpoints.parent / beside))
+    print(f"note: run '{cfg.exp}' was moved from {saved.parent} to {checkpoints.absolute().parent}: its fold file and "
+          f"submission are read and written there ({cfg.folds.dir}, {cfg.output.submissions_dir})")
+    return cfg
+
+
+def from_run_folder(cfg: Config, overrides: list[str]) -> Config:
+    """A config read from a run folder or a pack, which travel between people: `model.trust_remote_code` comes from
+    this command line's overrides only, never from the file (remote code runs only when the user asks for it)."""
+    asked = [o for o in overrides if o.partition("=")[0].strip() == "model.trust_remote_code"]
+    cfg.model.trust_remote_code = load_config(None, asked).model.trust_remote_code if asked else False
+    return cfg
 
 
 def load_saved_sections(path: str | Path, sections: list[str], overrides: list[str] | None = None) -> Config:

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -77,6 +78,11 @@ def dataset_name(cfg: DataConfig) -> str:
     return cfg.name or Path(cfg.data_dir).resolve().name
 
 
+def fold_path(cfg) -> Path:
+    """The fold file of a config: `folds/<dataset>_k<K>_s<seed>.csv` (one per dataset, K and seed)."""
+    return Path(cfg.folds.dir) / f"{dataset_name(cfg.data)}_k{cfg.folds.n_folds}_s{cfg.folds.seed}.csv"
+
+
 def missing_data_message(data_dir: Path) -> str:
     return (
         f"data folder '{data_dir}' ({Path(data_dir).absolute()}) lacks "
@@ -129,10 +135,18 @@ _NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _first_ids(ids, n: int = 3) -> str:
+    """The first `n` ids, quoted when spaces matter, with escapes (ascii) when they hold characters that print alike
+    in other Unicode forms (NFC / NFD: 'é' and 'e' + a combining accent)."""
     ids = list(ids)
     more = f" (+{len(ids) - n} more)" if len(ids) > n else ""
-    show = repr if any(str(i) != str(i).strip() for i in ids[:n]) else str
-    return ", ".join(map(show, ids[:n])) + more
+    shown = [str(i) for i in ids[:n]]
+    if any(not i.isascii() for i in shown):
+        show = ascii
+    elif any(i != i.strip() for i in shown):
+        show = repr
+    else:
+        show = str
+    return ", ".join(map(show, shown)) + more
 
 
 def _is_number(cell: str) -> bool:
@@ -250,6 +264,9 @@ def _check_test_ids(test: pd.DataFrame, id_col: str, text_col: str, sample_ids: 
     hint, missing = "", set(only_sample)
     if {i.strip() for i in test_ids} == {i.strip() for i in sample_ids}:
         hint = "; they differ only in leading/trailing spaces"
+    elif {unicodedata.normalize("NFC", i) for i in test_ids} == {unicodedata.normalize("NFC", i) for i in sample_ids}:
+        hint = ("; they differ only in Unicode form (composed vs decomposed accents, shown escaped): save both files "
+                "in one form (NFC)")
     elif any(line.split(",")[0] in missing for t in test[text_col] if "\n" in t for line in t.splitlines()[1:]):
         hint = "; some of the sample's ids are inside test.csv texts: an unbalanced quote there merges rows"
     raise UserError(

@@ -15,96 +15,33 @@ Weights and thresholds fitted on the same OOF are optimistic, so a nested estima
 fold, weights and thresholds are fitted on the other folds' rows and applied to its rows (members get the same
 treatment for their thresholds).
 
-The blend is a run directory `checkpoints/<out>/` (oof.csv, test.csv, config.yaml with the members and weights
-under `extra.ensemble`) finalized by the spine: thresholds, metrics.json, per_label.csv, report, submission.
+The blend is a run directory `checkpoints/<out>/` (oof.csv, test.csv, config.yaml with the members, weights and each
+fold's nested weights under `extra.ensemble`: what applying it to new texts needs, src/apply.py) finalized by the
+spine: thresholds, metrics.json, per_label.csv, report, submission.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from itertools import permutations
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from src import metrics, report, thresholds
-from src.config import Config, ThresholdConfig, dump_config, load_config, load_saved_sections
-from src.data import Competition, load_competition
+from src.composite import mix, percentiles
+from src.config import ThresholdConfig, dump_config
+from src.data import Competition
 from src.errors import ArgParser, UserError, cli
 from src.fileio import write_json, write_text
-from src.folds import ensure_folds, fold_path
+from src.members import Member, load_members, members_test_folds, shared_rows
 from src.progress import tqdm
-from src.rundir import RunDir, read_probs, read_test_folds, write_probs, write_test_folds
-from src.runguard import check_run_data, prepare_outputs, run_lock
+from src.rundir import RunDir, write_probs, write_test_folds
+from src.runguard import prepare_outputs, run_lock
 
 METHODS = ("prob", "rank")
 STEPS = (0.2, 0.1, 0.05, 0.02, 0.01)
 
-
-@dataclass
-class Member:
-    name: str
-    oof: np.ndarray  # [train rows in train.csv order, labels]
-    test: np.ndarray  # [test rows in test.csv order, labels]
-
-
-def load_member(name: str, checkpoints_dir: str, comp: Competition, folds: pd.DataFrame, fold_file: str) -> Member:
-    """A finished run's OOF and test probabilities, refused unless complete and on the blend's folds."""
-    rd = RunDir(Path(checkpoints_dir) / name, Path("."))
-    if not rd.config.is_file():
-        raise UserError(f"{rd.root} has no config.yaml: is '{name}' a finished run?")
-    member_file = fold_path(load_saved_sections(rd.config, ["data", "folds"])).name
-    oof = read_probs(rd.oof, comp.labels)
-    ids = oof["id"]
-    if ids.duplicated().any() or set(ids) != set(comp.train_ids):
-        raise UserError(f"member '{name}' has incomplete OOF: {ids.nunique()} distinct of {len(comp.train)} train "
-                        f"ids in {rd.oof}; finish its folds first")
-    if "fold" not in oof.columns:
-        raise UserError(f"{rd.oof} has no fold column: cannot check it was built on the blend's folds")
-    oof = oof.set_index("id").loc[comp.train_ids]
-    if not (oof["fold"].to_numpy() == folds["fold"].to_numpy()).all():
-        made = f" (it was made with {member_file})" if member_file != fold_file else ""
-        raise UserError(f"member '{name}' was built on other folds: its oof.csv fold column differs from the blend's "
-                        f"{fold_file}{made}; blend runs made on one fold file")
-    if member_file != fold_file:  # the same split under another name (the same data in another folder)
-        print(f"note: member '{name}' names its fold file {member_file}, the blend {fold_file}; their folds are the "
-              "same, so it is blended")
-    test = read_probs(rd.test, comp.labels)
-    if test["id"].duplicated().any() or set(test["id"]) != set(comp.test_ids):
-        raise UserError(f"{rd.test} does not hold exactly test.csv's ids")
-    test = test.set_index("id").loc[comp.test_ids]
-    return Member(name, oof[comp.labels].to_numpy(np.float64), test[comp.labels].to_numpy(np.float64))
-
-
-def load_members(names: list[str], out: str, overrides: list[str], what: str = "blend"
-                 ) -> tuple[Config, Competition, pd.DataFrame, Path, list[Member]]:
-    """The config of a run made from finished runs (data, folds and thresholds from the first member's config.yaml,
-    then `overrides`, exp=out), its data, folds and fold file, and the members, each checked (`load_member`)."""
-    if len(names) < 2 or len(set(names)) != len(names):
-        raise UserError(f"give at least two distinct runs to {what}, got {names}")
-    if out in names:
-        raise UserError(f"--out '{out}' is one of the members; choose a new name")
-    base = load_config(None, ["exp=" + names[0], *overrides])
-    first = Path(base.output.checkpoints_dir) / names[0] / "config.yaml"
-    if not first.is_file():
-        raise UserError(f"{first.parent} has no config.yaml: is '{names[0]}' a finished run?")
-    cfg = load_saved_sections(first, ["data", "folds", "thresholds"], [*overrides, f"exp={out}"])
-    comp = load_competition(cfg.data)
-    folds, fold_file = ensure_folds(cfg, comp, verbose=False)
-    check_run_data(cfg, comp, RunDir.of(cfg))
-    members = [load_member(n, cfg.output.checkpoints_dir, comp, folds, fold_file.name) for n in names]
-    return cfg, comp, folds, fold_file, members
-
-
-def percentiles(ref: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Per column, the mid-rank percentile of x's values within ref's values (ties share their mean rank)."""
-    out = np.empty_like(x, dtype=np.float64)
-    for j in range(ref.shape[1]):
-        r = np.sort(ref[:, j])
-        out[:, j] = (np.searchsorted(r, x[:, j], "left") + np.searchsorted(r, x[:, j], "right")) / (2 * len(r))
-    return out
 
 
 def transform(members: list[Member], method: str) -> tuple[np.ndarray, np.ndarray]:
@@ -129,10 +66,6 @@ def score(Y: np.ndarray, probs: np.ndarray, tc: ThresholdConfig, labels: list[st
         return float(per_label_f1(Y, probs, tc, labels).mean())
     return metrics.macro_f1(Y, thresholds.predict(probs, thresholds.tune_binned(Y, probs, tc), tc, labels))
 
-
-def mix(w: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """The weighted mean of the members, clipped to [0, 1] (weights summing to 1 in floating point can overshoot)."""
-    return np.clip(np.tensordot(w, X, axes=1), 0.0, 1.0)
 
 
 def optimize(X: np.ndarray, Y: np.ndarray, tc: ThresholdConfig, labels: list[str], trials: int = 200,
@@ -186,13 +119,6 @@ def nested(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, tc: ThresholdConfig, 
     return metrics.macro_f1(Y, P_blend), members, weights
 
 
-def members_test_folds(names: list[str], checkpoints_dir: str, comp: Competition, ks: list[int]
-                       ) -> list[dict[int, np.ndarray]] | None:
-    """Each member's per-fold test predictions (test_folds.npz) for folds `ks`; None unless every member has them."""
-    found = [read_test_folds(RunDir(Path(checkpoints_dir) / n, Path(".")), comp.test_ids, comp.labels) for n in names]
-    return None if any(f is None or not set(ks) <= set(f) for f in found) else found
-
-
 def fold_tests(names: list[str], members: list[Member], method: str, checkpoints_dir: str, comp: Competition,
                weights: dict[int, np.ndarray]) -> dict[int, np.ndarray] | None:
     """The blend's test probabilities per fold (for a teacher that must not have seen a fold): fold k mixes the
@@ -213,8 +139,10 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
     if trials < 0:
         raise UserError(f"--trials must be >= 0 (0: only equal weights and each member alone), got {trials}")
     cfg, comp, folds, fold_file, members = load_members(names, out, list(overrides or []), "blend")
-    Y, fold, tc = comp.Y, folds["fold"].to_numpy(), cfg.thresholds
+    rows = shared_rows(cfg, folds)  # every row, or those of the folds partial members share
+    Y, fold, tc = comp.Y[rows], folds["fold"].to_numpy()[rows], cfg.thresholds
     X, X_test = transform(members, method)
+    X = X[:, rows]
 
     w, best = optimize(X, Y, tc, comp.labels, trials, seed, equal)
     member_f1 = [score(Y, x, tc, comp.labels) for x in X]
@@ -240,15 +168,16 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
 
     cfg.model_type = "ensemble"
     cfg.extra = {"ensemble": {"members": list(names), "method": method, "equal": equal,
-                              "weights": {n: float(wi) for n, wi in zip(names, w)}, "trials": trials, "seed": seed}}
+                              "weights": {n: float(wi) for n, wi in zip(names, w)}, "trials": trials, "seed": seed,
+                              "fold_weights": {int(k): [float(x) for x in wk] for k, wk in fold_weights.items()}}}
     rd = RunDir.of(cfg)
+    per_fold_test = fold_tests(names, members, method, cfg.output.checkpoints_dir, comp, fold_weights)  # read first
     with run_lock(rd):
         prepare_outputs(rd, cfg, comp)
         write_text(rd.config, dump_config(cfg, absolute=True))
-        write_probs(rd.oof, comp.train_ids, mix(w, X), comp.labels, fold)
+        write_probs(rd.oof, list(np.asarray(comp.train_ids, dtype=object)[rows]), mix(w, X), comp.labels, fold)
         write_probs(rd.test, comp.test_ids, mix(w, X_test), comp.labels)
-        write_test_folds(rd, comp.test_ids, comp.labels,
-                         fold_tests(names, members, method, cfg.output.checkpoints_dir, comp, fold_weights))
+        write_test_folds(rd, comp.test_ids, comp.labels, per_fold_test)
         result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
         result["ensemble"] = info
         write_json(rd.metrics, result)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -12,11 +13,32 @@ class UserError(Exception):
     """Bad input or config: printed as one line, exit code 2, no traceback."""
 
 
+def env_seconds(name: str, default: float) -> float:
+    """A number of seconds from the environment variable `name` (default when unset); anything else than a finite
+    number >= 0 is a UserError."""
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise UserError(f"{name}={raw!r} must be a number of seconds >= 0")
+    return value
+
+
+def check_environment() -> None:
+    """The environment variables the kit reads, checked before a command does anything."""
+    env_seconds("PROGRESS_INTERVAL", 30.0)
+
+
 def cli(main: Callable[[list[str] | None], object]) -> Callable[[list[str] | None], object]:
-    """Decorate a `main(argv)` so a UserError prints `error: ...` and exits 2."""
+    """Decorate a `main(argv)` so a UserError prints `error: ...` and exits 2; the environment is checked first."""
 
     def wrapped(argv: list[str] | None = None):
         try:
+            check_environment()
             return main(argv)
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)

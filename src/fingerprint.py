@@ -36,6 +36,8 @@ def fingerprint(parts: dict) -> str:
 
 
 _MISSING = object()
+# Permissions, not settings: a fold trained with remote code allowed is the same model when read without it
+PERMISSIONS = {("model", "trust_remote_code")}
 
 
 def _show(value) -> str:
@@ -54,7 +56,7 @@ def changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
             continue
         for key in sorted(set(old) | set(new)):
             before, after = old.get(key, _MISSING), new.get(key, _MISSING)
-            if before == after:
+            if before == after or (section, key) in PERMISSIONS:
                 continue
             if section == "data":
                 data.append(f"{key} {_show(before)} -> {_show(after)}" if key == "label names" else key)
@@ -74,6 +76,8 @@ def mismatch(saved: dict, current: dict) -> str | None:
         return (f"settings or data changed (fingerprint {old}, now {fingerprint(current)}; an older kit's fold "
                 "records no details)")
     settings, data = changes(parts, current)
+    if not settings and not data and parts != current:  # only a permission differs (see PERMISSIONS)
+        return None
     why = [f"settings changed ({', '.join(settings)})"] if settings else []
     why += [f"data changed ({', '.join(data)})"] if data else []
     return " and ".join(why) or f"fingerprint changed ({old}, now {fingerprint(current)})"

@@ -15,13 +15,11 @@ import numpy as np
 import pandas as pd
 
 from src.config import Config, load_config
-from src.data import Competition, dataset_name, load_competition
+from src.data import Competition, fold_path, load_competition
 from src.errors import ArgParser, UserError, cli
 from src.fileio import read_csv, write_csv
-
-
-def fold_path(cfg: Config) -> Path:
-    return Path(cfg.folds.dir) / f"{dataset_name(cfg.data)}_k{cfg.folds.n_folds}_s{cfg.folds.seed}.csv"
+from src.rundir import RunDir
+from src.runguard import check_run_data
 
 
 def make_folds(ids: list[str], Y: np.ndarray, n_folds: int, seed: int) -> pd.DataFrame:
@@ -77,9 +75,11 @@ def ensure_folds(cfg: Config, comp: Competition, verbose: bool = True) -> tuple[
 
 def fold_label_counts(folds: pd.DataFrame, comp: Competition) -> pd.DataFrame:
     """Positive count of each label in each fold (rows: folds, plus rows count and the max-min spread)."""
-    df = pd.DataFrame(comp.Y, columns=comp.labels)
-    df["rows"] = 1
-    counts = df.groupby(folds["fold"].to_numpy()).sum()
+    counts = pd.DataFrame(comp.Y, columns=comp.labels).groupby(folds["fold"].to_numpy()).sum()
+    rows = "rows"
+    while rows in counts.columns:  # a label may be called "rows"
+        rows = f"({rows})"
+    counts[rows] = folds.groupby("fold").size().to_numpy()
     counts.index.name = "fold"
     counts.loc["spread"] = counts.max() - counts.min()
     return counts
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     cfg = load_config(a.config, a.overrides)
     comp = load_competition(cfg.data)
+    check_run_data(cfg, comp, RunDir.of(cfg))  # train.sh's first step: another dataset's run folder writes nothing
     folds, path = ensure_folds(cfg, comp)
     print(f"{path}: {len(folds)} rows, {cfg.folds.n_folds} folds; positives per label and fold:")
     print(fold_label_counts(folds, comp).to_string())

@@ -42,6 +42,32 @@ def local_copy(hub_id: str) -> str | None:
     return None
 
 
+def remote_code(folder: str, trusted: bool) -> list[str]:
+    """The .py files a model folder's `auto_map` (config.json, tokenizer_config.json) would import; said once, with
+    whether they run (`model.trust_remote_code=true` asked for on this command line or in the user's own config)."""
+    import json
+
+    files = set()
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            auto_map = json.loads((Path(folder) / name).read_text(encoding="utf-8")).get("auto_map") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        for ref in auto_map.values():
+            for r in ref if isinstance(ref, list) else [ref]:
+                if isinstance(r, str) and "--" not in r and "." in r:  # "modeling_x.XModel" (not another repo's)
+                    files.add(str(Path(folder) / (r.rsplit(".", 1)[0] + ".py")))
+    if files and folder not in _said:
+        _said.add(folder)
+        print(f"note: {folder} names remote code ({', '.join(sorted(files))}): "
+              + ("it runs (model.trust_remote_code=true)" if trusted else "not run (it runs only with "
+                 "model.trust_remote_code=true given on the command line)"), flush=True)
+    return sorted(files)
+
+
+_said: set[str] = set()
+
+
 def is_path(name_or_path: str) -> bool:
     """Whether a `model.name_or_path` is meant as a folder (not a hub id like `org/name`)."""
     expanded = os.path.expandvars(os.path.expanduser(name_or_path))

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -20,7 +21,7 @@ from src.fileio import read_text, write_csv, write_json, write_text
 from src.folds import ensure_folds
 from src.models import family
 from src.rundir import RunDir, partial_reason, read_probs
-from src.runguard import check_run_data, prepare_outputs, run_lock
+from src.runguard import check_made_from, check_run_data, prepare_outputs, run_lock
 
 
 def check_config(cfg: Config) -> None:
@@ -50,8 +51,10 @@ def setup_run(cfg: Config, verbose: bool = True) -> tuple[Competition, pd.DataFr
     else is written (a notebook's first step; training and `run` check everything else before they write)."""
     check_config(cfg)
     comp = load_competition(cfg.data)
+    rd = RunDir.of(cfg)
+    check_run_data(cfg, comp, rd)  # another dataset's run folder: refused before the fold file is made
     folds, _ = ensure_folds(cfg, comp, verbose=verbose)
-    return comp, folds, RunDir.of(cfg)
+    return comp, folds, rd
 
 
 def run(cfg: Config) -> dict:
@@ -62,17 +65,39 @@ def run(cfg: Config) -> dict:
     t0 = time.time()
     check_config(cfg)
     comp = load_competition(cfg.data)
-    folds, fold_file = ensure_folds(cfg, comp)
     rd = RunDir.of(cfg)
+    check_run_data(cfg, comp, rd)  # another dataset's run folder: refused before the fold file is made
+    folds, fold_file = ensure_folds(cfg, comp)
     preflight(cfg, comp, folds, rd)
     with run_lock(rd):
         prepare_outputs(rd, cfg, comp)
+        return _run_in(cfg, comp, folds, rd, fold_file, t0)
+
+
+def _run_in(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, fold_file, t0: float) -> dict:
+    """The locked part of `run`: config.yaml (put back if the run fails), the family's run, finalize."""
+    with kept_on_failure(rd.config):
         write_text(rd.config, dump_config(cfg, absolute=True))
         print(f"[{cfg.exp}] {cfg.model_type} on {comp.name}: {len(comp.train)} train / {len(comp.test)} test rows, "
               f"{len(comp.labels)} labels, folds {fold_file}"
               + (f"; partial run ({partial_reason(cfg)}): outputs in {rd.out}" if rd.partial else ""))
         family(cfg.model_type).run(cfg, comp, folds, rd)
         return finalize(cfg, comp, folds, wall_s=time.time() - t0)
+
+
+@contextlib.contextmanager
+def kept_on_failure(path):
+    """A run that fails (a setting refused inside a fold, a diverged model) puts back the file it replaced (a
+    finished run's config.yaml keeps describing that run's outputs), or removes the one it made."""
+    before = path.read_bytes() if path.is_file() else None
+    try:
+        yield
+    except Exception:  # an error (not Ctrl-C: a stopped run resumes with the settings it was started with)
+        if before is None:
+            path.unlink(missing_ok=True)
+        elif not path.is_file() or path.read_bytes() != before:
+            path.write_bytes(before)
+        raise
 
 
 def check_ids(path, ids: pd.Series, expected: list[str], source: str, partial: bool) -> None:
@@ -120,17 +145,37 @@ def load_test(rd: RunDir, comp: Competition) -> pd.DataFrame | None:
 
 
 def finalize(cfg: Config, comp: Competition | None = None, folds: pd.DataFrame | None = None,
-             wall_s: float | None = None) -> dict:
-    """Tune thresholds on oof.csv, write metrics, plots and (for complete runs) the submission."""
+             wall_s: float | None = None, partial_submission: bool = False) -> dict:
+    """Tune thresholds on oof.csv, write metrics, plots and (for complete runs, or with `partial_submission` for a
+    run of some folds: submissions/<exp>-partial.csv from those folds' models) the submission."""
     comp = comp or load_competition(cfg.data)
     if folds is None:
         folds, _ = ensure_folds(cfg, comp, verbose=False)
     rd = RunDir.of(cfg)
     check_run_data(cfg, comp, rd)
+    check_made_from(rd, comp, f"run '{cfg.exp}'", f"run it again (python -m src run ... exp={cfg.exp}) before "
+                    "finalizing it")
     with run_lock(rd):
-        result = _finalize(cfg, comp, folds, rd, wall_s)
+        result = _finalize(cfg, comp, folds, rd, wall_s, partial_submission)
         record_thresholds(rd, cfg)
         return result
+
+
+def _say(cfg: Config, rd: RunDir, table: pd.DataFrame, result: dict, n_train: int, wall_s: float | None) -> None:
+    """The per-label table and the run's figures, on the screen."""
+    print(table.round(3).to_string())
+    print(f"[{cfg.exp}] the worst OOF errors per label (false positives/negatives, with texts): "
+          f"{rd.report / 'errors.csv'}")
+    cross = result["oof_crossfit"]
+    print(f"[{cfg.exp}] OOF macro-F1 {result['oof']['macro_f1']:.4f} ("
+          + (f"thresholds tuned on the other folds: {cross['macro_f1']:.4f}; " if cross else "")
+          + f"at 0.5: {result['oof_at_0.5']['macro_f1']:.4f}), "
+          f"micro-F1 {result['oof']['micro_f1']:.4f}, Jaccard {result['oof']['jaccard']:.4f}"
+          + (f", {wall_s:.1f} s" if wall_s is not None else ""))
+    if rd.partial:
+        print(f"[{cfg.exp}] partial run ({partial_reason(cfg)}): OOF covers {result['oof_rows']} of {n_train} train "
+              f"rows (folds {result['folds']}); its outputs are in {rd.out}; the complete run's oof.csv, test.csv and "
+              f"{rd.submission} are untouched")
 
 
 def record_thresholds(rd: RunDir, cfg: Config) -> None:
@@ -145,7 +190,8 @@ def record_thresholds(rd: RunDir, cfg: Config) -> None:
         print(f"[{cfg.exp}] {rd.config}: thresholds section updated to this finalize's settings")
 
 
-def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, wall_s: float | None) -> dict:
+def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, wall_s: float | None,
+              partial_submission: bool = False) -> dict:
     oof, probs, complete = load_oof(rd, comp, folds)
     test = load_test(rd, comp)  # both files checked before anything is written
     rows = oof.attrs["rows"]
@@ -172,7 +218,8 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
     }
     if wall_s is not None:
         result["wall_s"] = round(wall_s, 2)
-    sub = None if rd.partial else submission.build(
+    submit = not rd.partial or (partial_submission and test is not None)
+    sub = None if not submit else submission.build(
         test["id"].tolist(), thresholds.predict(test[comp.labels].to_numpy(), th, cfg.thresholds, comp.labels),
         comp.sample)
     if sub is not None:
@@ -184,22 +231,11 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
     write_csv(rd.report / "errors.csv", errors)
     if cfg.output.plots:
         report.write_all(rd.report, Y, probs, P, table, comp.labels)
-    print(table.round(3).to_string())
-    print(f"[{cfg.exp}] the worst OOF errors per label (false positives/negatives, with texts): "
-          f"{rd.report / 'errors.csv'}")
-    cross = result["oof_crossfit"]
-    print(f"[{cfg.exp}] OOF macro-F1 {result['oof']['macro_f1']:.4f} ("
-          + (f"thresholds tuned on the other folds: {cross['macro_f1']:.4f}; " if cross else "")
-          + f"at 0.5: {result['oof_at_0.5']['macro_f1']:.4f}), "
-          f"micro-F1 {result['oof']['micro_f1']:.4f}, Jaccard {result['oof']['jaccard']:.4f}"
-          + (f", {wall_s:.1f} s" if wall_s is not None else ""))
-    if rd.partial:
-        print(f"[{cfg.exp}] partial run ({partial_reason(cfg)}): OOF covers {len(oof)} of {len(comp.train)} train "
-              f"rows; its outputs are in {rd.out}; the complete run's oof.csv, test.csv and {rd.submission} are "
-              "untouched")
-    else:
-        submission.write(sub, comp.sample, rd.submission)
-        result["submission"] = str(rd.submission)
-        print(f"[{cfg.exp}] submission: {rd.submission}")
+    _say(cfg, rd, table, result, len(comp.train), wall_s)
+    if sub is not None:
+        path = rd.submissions_dir / f"{cfg.exp}-partial.csv" if rd.partial else rd.submission
+        submission.write(sub, comp.sample, path)
+        result["submission"] = str(path)
+        print(f"[{cfg.exp}] submission: {path}" + (f" (from folds {result['folds']} only)" if rd.partial else ""))
     write_json(rd.metrics, result)
     return result

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ from src.fileio import atomic_path, write_json, write_text
 from src.folds import ensure_folds, folds_for_run
 from src.progress import tqdm
 from src.rundir import RunDir, check_probs, write_fold_outputs
-from src.runguard import check_run_data, prepare_outputs, run_lock
+from src.runguard import check_run_data, prepare_outputs, run_labels, run_lock
 
 # (cfg, step_dir, labels, texts) -> probabilities [len(texts), len(labels)]
 Predictor = Callable[[Config, Path, list[str], list[str]], np.ndarray]
@@ -206,6 +207,19 @@ def preflight(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, p
                             f"(python -m src.checkpoints select {rd.root.name} --fold {k} --step N)")
 
 
+def predict_folds(cfg: Config, rd: RunDir, texts: list[str]) -> dict[int, np.ndarray]:
+    """Each fold's selected checkpoint (selection.yaml, read only) applied to `texts` (normalized as the run's were)."""
+    from src.text import normalize
+
+    saved, labels = checkpoints.read_selection(rd), run_labels(rd)
+    missing = [k for k in folds_for_run(cfg) if k not in saved]
+    if missing:
+        raise UserError(f"{rd.selection} picks no checkpoint for folds {missing}: finish the run (python -m src run "
+                        f"... exp={rd.root.name}) first")
+    texts = normalize(texts, cfg.data.normalize)
+    return {k: predict_checkpoint(cfg, rd.step(k, int(saved[k]["step"])), labels, texts) for k in folds_for_run(cfg)}
+
+
 def run(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir) -> None:
     """The transformer family: train every fold (resuming), select checkpoints by the config's rule, predict."""
     from src.train import train_folds
@@ -219,6 +233,10 @@ def run(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir) -> None
 def main(argv: list[str] | None = None) -> dict:
     from src.pipeline import finalize
 
+    if any(a == "--input" or a.startswith("--input=") for a in (sys.argv[1:] if argv is None else argv)):
+        from src.apply import main as apply_main  # any finished run (or pack) applied to new texts
+
+        return apply_main(argv)
     p = ArgParser(prog="python -m src.predict", description="Predict from selected checkpoints.")
     p.add_argument("--config", default=None, help="the config the run was trained with (or --exp)")
     p.add_argument("--exp", default=None, help="a run's name: predict with its own saved config (no --config)")
@@ -232,8 +250,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserError(f"src.predict predicts from transformer checkpoints; this config's model_type is "
                         f"{cfg.model_type!r} (run it with python -m src run --config {a.config})")
     comp = load_competition(cfg.data)
-    folds, _ = ensure_folds(cfg, comp)
     rd = RunDir.of(cfg)
+    check_run_data(cfg, comp, rd)  # another dataset's run folder: refused before the fold file is made
+    folds, _ = ensure_folds(cfg, comp)
     preflight(cfg, comp, folds, rd, predict_only=True)
     with run_lock(rd):
         prepare_outputs(rd, cfg, comp)

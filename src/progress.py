@@ -9,10 +9,11 @@ and no transient inner bars (`leave=False`), whose cursor moves would litter a l
 
 from __future__ import annotations
 
-import os
 import sys
 
 from tqdm import tqdm as _text_bar
+
+from src.errors import env_seconds
 
 
 def _notebook_widgets() -> bool:
@@ -32,7 +33,7 @@ def tqdm(*args, **kwargs):
 
         return widget_bar(*args, **kwargs)
     interactive = sys.stderr.isatty() and "ipykernel" not in sys.modules
-    kwargs.setdefault("mininterval", float(os.environ.get("PROGRESS_INTERVAL", 0.1 if interactive else 30)))
+    kwargs.setdefault("mininterval", env_seconds("PROGRESS_INTERVAL", 0.1 if interactive else 30))
     if not interactive and kwargs.get("leave") is False:  # a transient inner bar: cursor moves in a log, no use
         kwargs["disable"] = True
     return _text_bar(*args, **kwargs)

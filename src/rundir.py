@@ -189,7 +189,9 @@ def read_test_folds(rd: RunDir, ids: list[str], labels: list[str]) -> dict[int, 
             folds, file_ids, file_labels, probs = z["folds"], z["ids"].tolist(), z["labels"].tolist(), z["probs"]
     except (OSError, ValueError, KeyError) as e:
         raise UserError(f"{path} is damaged ({e}); rerun the run's predict step to rewrite it") from None
-    if file_labels != list(labels) or sorted(file_ids) != sorted(ids) or len(set(file_ids)) != len(file_ids):
+    if sorted(file_labels) != sorted(labels) or sorted(file_ids) != sorted(ids) or len(set(file_ids)) != len(file_ids):
         raise UserError(f"{path} holds other labels or test ids than test.csv: rerun the run on this data")
     order = pd.Series(range(len(file_ids)), index=file_ids).loc[list(ids)].to_numpy()
-    return {int(k): check_probs(p[order], labels, f"{path} (fold {int(k)})", list(ids)) for k, p in zip(folds, probs)}
+    cols = [file_labels.index(lab) for lab in labels]  # label columns matched by name, whatever their order
+    return {int(k): check_probs(p[order][:, cols], labels, f"{path} (fold {int(k)})", list(ids))
+            for k, p in zip(folds, probs)}

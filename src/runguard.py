@@ -140,6 +140,19 @@ def _live_fold_locks(rd: RunDir) -> list[tuple[Path, dict]]:
     return out
 
 
+def check_idle(rd: RunDir) -> None:
+    """Before reading a finished run's files: no other live process holds its lock or one of its fold locks (it may
+    be rewriting them); a one-line error naming the holder otherwise."""
+    if not rd.root.is_dir():
+        return
+    for path in [rd.root / LOCK, *sorted(rd.root.glob(LOCK + "-fold*"))]:
+        holder = _holder(path)
+        if holder is None or (holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname()):
+            continue
+        if not _stale(path, holder):
+            raise _busy(rd, path, holder)
+
+
 @contextmanager
 def _holding(paths: list[Path]) -> Iterator[None]:
     """Keep freshly created lock files alive (heartbeat) for the block, then remove them."""
@@ -254,12 +267,38 @@ def clean_leftovers(rd: RunDir, old_s: float = STALE_S, folds: list[int] | None 
 
 
 def run_data(cfg: Config, comp) -> dict:
-    """What a run folder is made from: the dataset (name, folder, train ids, labels) and its fold file."""
-    from src.data import digest
-    from src.folds import fold_path
+    """What a run folder is made from: the dataset (name, folder, train ids, labels), its fold file, and digests of
+    what its probabilities are made from (`made_from`: the raw train texts and labels, the test ids and texts)."""
+    from src.data import digest, fold_path
 
     return {"dataset": comp.name, "data_dir": str(Path(cfg.data.data_dir).resolve()), "fold_file": fold_path(cfg).name,
-            "train_rows": len(comp.train), "labels": list(comp.labels), "train_ids": digest(comp.train_ids)}
+            "train_rows": len(comp.train), "labels": list(comp.labels), "train_ids": digest(comp.train_ids),
+            "id_col": comp.id_col, "text_col": comp.text_col, "made_from": made_from(comp)}
+
+
+def made_from(comp) -> dict:
+    """Digests of the data a run's OOF and test probabilities come from (the raw texts: members of one blend may
+    normalize them differently)."""
+    from src.data import digest
+
+    return {"train texts": digest(comp.train[comp.text_col].tolist()), "train labels": digest(comp.Y.tolist()),
+            "test texts": digest(comp.test[[comp.id_col, comp.text_col]].to_numpy().tolist())}
+
+
+def check_made_from(rd: RunDir, comp, who: str, fix: str = "") -> None:
+    """Refuse a finished run's probabilities when the data changed since they were made (same ids and labels, edited
+    texts or label values): a submission, blend, stack or student would otherwise describe other data. A run of an
+    older kit records no digests: nothing to compare."""
+    saved = saved_run_data(rd)
+    before = (saved or {}).get("made_from")
+    if not isinstance(before, dict):
+        return
+    now = made_from(comp)
+    differ = [key for key in now if key in before and before[key] != now[key]]
+    if differ:
+        raise UserError(f"{who}'s probabilities in {rd.root} were made from other data than {comp.data_dir} holds now "
+                        f"({' and '.join(differ)} changed since): "
+                        + (fix or "run it again on this data first"))
 
 
 def _describe(d: dict) -> str:
@@ -272,8 +311,8 @@ def saved_run_data(rd: RunDir) -> dict | None:
     """The data a run folder was made from: its run.json, else (an older kit's run) the fold file its config.yaml
     names; None for a new run folder."""
     from src.config import load_saved_sections
+    from src.data import fold_path
     from src.fileio import read_json
-    from src.folds import fold_path
 
     if rd.data_record.is_file():
         doc = read_json(rd.data_record)
@@ -286,6 +325,14 @@ def saved_run_data(rd: RunDir) -> dict | None:
     return None
 
 
+def run_labels(rd: RunDir) -> list[str]:
+    """A finished run's label columns, as its run.json recorded them."""
+    doc = saved_run_data(rd)
+    if not doc or not isinstance(doc.get("labels"), list):
+        raise UserError(f"{rd.data_record} is missing or names no labels: is {rd.root} a finished run?")
+    return [str(x) for x in doc["labels"]]
+
+
 def check_run_data(cfg: Config, comp, rd: RunDir) -> None:
     """Refuse to reuse a run folder made from other data (other train ids or labels) or another fold file: runs of
     two datasets under one exp name would overwrite each other's files. The same data edited in place (same ids and
@@ -295,8 +342,30 @@ def check_run_data(cfg: Config, comp, rd: RunDir) -> None:
         return
     differ = [k for k in ("fold_file", "labels", "train_ids") if k in saved and saved[k] != now[k]]
     if differ:
-        raise UserError(f"{rd.root} holds a run made from {_describe(saved)}; this run uses {_describe(now)}: use "
-                        f"another exp name (e.g. exp={cfg.exp}-{comp.name}), or delete {rd.root}")
+        name = f"{cfg.exp}-{comp.name}" if comp.name not in cfg.exp else f"{cfg.exp}-2"
+        raise UserError(f"{rd.root} holds a run made from {_describe(saved)}; this run uses {_describe(now)}, which "
+                        f"differs in {_differences(saved, now, differ)}: use another exp name (e.g. exp={name}), or "
+                        f"delete {rd.root}")
+
+
+def _differences(saved: dict, now: dict, keys: list[str]) -> str:
+    """What differs between two run.json records, in words."""
+    out = []
+    for key in keys:
+        before, after = saved[key], now[key]
+        if key == "fold_file":
+            out.append(f"its fold file ({before} -> {after})")
+        elif key == "labels" and sorted(before) == sorted(after):
+            out.append(f"the order of its label columns ({', '.join(before)} -> {', '.join(after)})")
+        elif key == "labels":
+            gone, new = [x for x in before if x not in after], [x for x in after if x not in before]
+            out.append("its labels (" + "; ".join(([f"gone: {', '.join(gone)}"] if gone else [])
+                                                  + ([f"new: {', '.join(new)}"] if new else [])) + ")")
+        else:
+            rows = saved.get("train_rows")
+            out.append("its train ids (" + ("as many rows, other ids: renamed?" if rows == now["train_rows"]
+                                             else f"{rows} -> {now['train_rows']} rows") + ")")
+    return " and ".join(out)
 
 
 def record_run_data(cfg: Config, comp, rd: RunDir) -> None:

@@ -65,8 +65,8 @@ def plan(config: str | None, overrides: list[str], seeds: str | None, vary: str 
         if key == "exp" or key.split(".")[0] in ("data", "folds", "output", "thresholds"):
             raise UserError(f"--vary {key}: the runs of an average share their name stem, data, folds, output folders "
                             "and threshold settings (thresholds: python -m src finalize --exp <exp> thresholds...)")
-        clean = [re.sub(r"[^A-Za-z0-9_.\-+=@,]+", "_", re.sub(r"[\[\](){}'\" ]", "", v)).strip("_") for v in values]
-        names = [f"{base.exp}-{short}={c or 'empty'}" for c in clean]
+        clean = [re.sub(r"[^A-Za-z0-9_.\-+@,]+", "_", re.sub(r"[\[\](){}'\" ]", "", v)).strip("_") for v in values]
+        names = [f"{base.exp}-{short}{c or 'empty'}" for c in clean]  # no "=": commands read KEY=VALUE as a setting
         default_out = f"{base.exp}-{short}-avg{len(values)}"
     if key == "train.seed" and (why := seed_unused(base)):
         raise UserError(f"{what}: model_type {base.model_type} does not use train.seed ({why}), so every seed "

@@ -8,7 +8,8 @@ so a label can draw on the members' other labels (co-occurrence). Its OOF is hon
 k is fitted on the other folds' rows and never sees fold k's labels, and its inputs, the members' OOF probabilities,
 are themselves out-of-fold. Test probabilities are the mean of the K fold-stackers. A label with one class only in a
 fold's training rows gets their rate. The stack is a run directory `checkpoints/<out>/` (settings under
-`extra.stack`) finalized like a blend; the members and their equal-weight mean are scored beside it.
+`extra.stack`, the fold stackers in `stackers.npz`, so it applies to new texts) finalized like a blend; the members
+and their equal-weight mean are scored beside it.
 """
 
 from __future__ import annotations
@@ -21,51 +22,52 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from src import metrics, report, thresholds
+from src.composite import Stackers, features
 from src.config import dump_config
-from src.ensemble import load_members, members_test_folds, per_label_f1, score
+from src.ensemble import per_label_f1, score
 from src.errors import ArgParser, UserError, cli
 from src.fileio import write_json, write_text
+from src.members import load_members, members_test_folds, shared_rows
 from src.progress import tqdm
 from src.rundir import RunDir, write_probs, write_test_folds
 from src.runguard import prepare_outputs, run_lock
 
-EPS = 1e-6
 
-
-def features(P: np.ndarray) -> np.ndarray:
-    """[members, rows, labels] probabilities -> [rows, members * labels] logits (p clipped to [EPS, 1 - EPS])."""
-    p = np.clip(P, EPS, 1 - EPS)
-    return np.log(p / (1 - p)).transpose(1, 0, 2).reshape(P.shape[1], -1)
+def fit(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, C: float = 1.0) -> tuple[np.ndarray, Stackers]:
+    """Each fold's stackers fitted on the other folds' rows of the members' OOF probabilities X [members, rows,
+    labels], and the stacked OOF probabilities (each fold's rows by its own stackers)."""
+    F = features(X)
+    ks = np.unique(fold)
+    n_f, n_l = F.shape[1], Y.shape[1]
+    st = Stackers(ks, np.zeros((len(ks), n_f)), np.ones((len(ks), n_f)), np.zeros((len(ks), n_l, n_f)),
+                  np.zeros((len(ks), n_l)), np.full((len(ks), n_l), np.nan))
+    oof = np.zeros(Y.shape)
+    for i, k in enumerate(tqdm(ks, desc="stacking", unit="fold")):
+        fit_rows, held = fold != k, fold == k
+        scaler = StandardScaler().fit(F[fit_rows])
+        st.mean[i], st.scale[i] = scaler.mean_, scaler.scale_
+        A = scaler.transform(F[fit_rows])
+        for j in range(n_l):
+            y = Y[fit_rows, j]
+            if y.min() == y.max():  # one class only: no model to fit, the training rate
+                st.const[i, j] = float(y.mean())
+            else:
+                lr = LogisticRegression(C=C, max_iter=1000).fit(A, y)
+                st.coef[i, j], st.intercept[i, j] = lr.coef_[0], lr.intercept_[0]
+        oof[held] = st.predict(X[:, held], k)
+    return oof, st
 
 
 def fit_predict(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, X_test: np.ndarray, C: float = 1.0,
                 X_test_folds: dict[int, np.ndarray] | None = None
-                ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray] | None]:
+                ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray] | None, Stackers]:
     """Stacked (OOF, test, per-fold test) probabilities [rows, labels] from members' (OOF, test) probabilities
-    [members, rows, labels]: each fold's rows predicted by stackers fitted on the other folds' rows; test: the mean
-    over folds; per-fold test (with `X_test_folds`, the members' fold-k test predictions): fold k's stackers on them."""
-    F, F_test = features(X), features(X_test)
-    F_folds = {k: features(x) for k, x in (X_test_folds or {}).items()}
-    oof, test = np.zeros(Y.shape), np.zeros((len(F_test), Y.shape[1]))
-    per_fold = {k: np.zeros_like(test) for k in F_folds}
-    ks = np.unique(fold)
-    for k in tqdm(ks, desc="stacking", unit="fold"):
-        fit, held = fold != k, fold == k
-        scaler = StandardScaler().fit(F[fit])
-        A, B, T = scaler.transform(F[fit]), scaler.transform(F[held]), scaler.transform(F_test)
-        T_k = scaler.transform(F_folds[k]) if k in F_folds else None
-        for j in range(Y.shape[1]):
-            y = Y[fit, j]
-            if y.min() == y.max():  # one class only: no model to fit, the training rate
-                oof[held, j], p_test, p_k = float(y.mean()), float(y.mean()), float(y.mean())
-            else:
-                lr = LogisticRegression(C=C, max_iter=1000).fit(A, y)
-                oof[held, j], p_test = lr.predict_proba(B)[:, 1], lr.predict_proba(T)[:, 1]
-                p_k = lr.predict_proba(T_k)[:, 1] if T_k is not None else 0.0
-            test[:, j] += p_test / len(ks)
-            if T_k is not None:
-                per_fold[k][:, j] = p_k
-    return oof, np.clip(test, 0.0, 1.0), (per_fold if set(per_fold) == set(ks.tolist()) else None)
+    [members, rows, labels], and the stackers: each fold's rows predicted by stackers fitted on the other folds'
+    rows; test: the mean over folds; per-fold test (with `X_test_folds`, the members' fold-k test predictions):
+    fold k's stackers on them."""
+    oof, st = fit(X, Y, fold, C)
+    per_fold = {k: st.predict(x, k) for k, x in (X_test_folds or {}).items()}
+    return oof, st.predict(X_test), (per_fold if set(per_fold) == set(st.folds.tolist()) else None), st
 
 
 def stack(names: list[str], out: str, overrides: list[str] | None = None, C: float = 1.0) -> dict:
@@ -76,12 +78,13 @@ def stack(names: list[str], out: str, overrides: list[str] | None = None, C: flo
     if not (np.isfinite(C) and C > 0):
         raise UserError(f"--C must be a finite number > 0, got {C}")
     cfg, comp, folds, fold_file, members = load_members(names, out, list(overrides or []), "stack")
-    Y, fold, tc, labels = comp.Y, folds["fold"].to_numpy(), cfg.thresholds, comp.labels
-    X, X_test = np.stack([m.oof for m in members]), np.stack([m.test for m in members])
+    covered = shared_rows(cfg, folds)  # every row, or those of the folds partial members share
+    Y, fold, tc, labels = comp.Y[covered], folds["fold"].to_numpy()[covered], cfg.thresholds, comp.labels
+    X, X_test = np.stack([m.oof[covered] for m in members]), np.stack([m.test for m in members])
     ks = np.unique(fold).tolist()
     tests = members_test_folds(names, cfg.output.checkpoints_dir, comp, ks)  # for the stack's own, for teachers
     X_test_folds = None if tests is None else {k: np.stack([t[k] for t in tests]) for k in ks}
-    oof, test, per_fold = fit_predict(X, Y, fold, X_test, C, X_test_folds)
+    oof, test, per_fold, stackers = fit_predict(X, Y, fold, X_test, C, X_test_folds)
 
     crossfit = lambda p: metrics.macro_f1(Y, thresholds.crossfit(Y, p, fold, tc, labels))
     rows = {**dict(zip(names, X)), "equal mean": X.mean(0)}  # exp names hold no spaces: no clash
@@ -93,9 +96,10 @@ def stack(names: list[str], out: str, overrides: list[str] | None = None, C: flo
     with run_lock(rd):
         prepare_outputs(rd, cfg, comp)
         write_text(rd.config, dump_config(cfg, absolute=True))
-        write_probs(rd.oof, comp.train_ids, oof, labels, fold)
+        write_probs(rd.oof, list(np.asarray(comp.train_ids, dtype=object)[covered]), oof, labels, fold)
         write_probs(rd.test, comp.test_ids, test, labels)
         write_test_folds(rd, comp.test_ids, labels, per_fold)
+        stackers.save(Stackers.path(rd))
         result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
         info = {"members": {n: scores[n] for n in names}, "C": C, "fold_file": str(fold_file),
                 "features": f"{len(names)} members x {len(labels)} labels logits, standardized",

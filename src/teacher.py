@@ -2,6 +2,7 @@
 
     teacher.exp=blend_cpu                      # a run or blend on the same data and fold file
     teacher.mode=soft|hard teacher.keep=0.5    # test texts added to each fold's training rows, most certain first
+    teacher.source=unlabeled.csv               # texts of any file instead of test.csv (its id and text columns)
     teacher.train_alpha=0.5                    # distillation on the labeled rows as well (optimistic OOF, see below)
 
 Honest OOF: fold k's held-out labels must not reach fold k's model, directly or through the teacher.
@@ -28,10 +29,12 @@ import pandas as pd
 
 from src import thresholds
 from src.config import Config, ThresholdConfig, load_saved_sections
-from src.data import Competition
+from src.data import Competition, digest, fold_path
 from src.errors import UserError
-from src.folds import fold_path, folds_for_run
+from src.folds import folds_for_run
+from src.members import load_member
 from src.rundir import RunDir, read_test_folds
+from src.text import normalize
 
 MODES = ("soft", "hard")
 HARD_ONLY = ("tfidf", "probe")  # sklearn classifiers: 0/1 targets
@@ -41,9 +44,10 @@ HARD_ONLY = ("tfidf", "probe")  # sklearn classifiers: 0/1 targets
 class Teacher:
     name: str
     oof: np.ndarray  # [train rows, labels] in train.csv order
-    test: dict[int, np.ndarray]  # fold -> [test rows, labels]: the fold-k models' (per_fold) or the fold mean
+    test: dict[int, np.ndarray]  # fold -> [texts, labels]: the fold-k models' (per_fold) or the fold mean
     tc: ThresholdConfig  # the teacher's threshold settings
     digest: str  # of the probabilities used: part of the student's fold fingerprint
+    texts: list[str]  # the unlabeled texts those are for (raw): test.csv's, or teacher.source's
 
     def thresholds(self, Y: np.ndarray, fold: np.ndarray, k: int) -> np.ndarray:
         """Per-label thresholds for fold k, tuned on the teacher's OOF rows of the other folds."""
@@ -56,7 +60,7 @@ _CACHE: dict[tuple, Teacher] = {}
 def load(cfg: Config, comp: Competition, folds: pd.DataFrame) -> Teacher | None:
     """The configured teacher (None when `teacher.exp` is empty), checked: a finished run on the same train ids,
     labels and folds, with each trained fold's test predictions when `per_fold`."""
-    from src.ensemble import load_member
+
 
     t = cfg.teacher
     if not t.exp:
@@ -64,14 +68,18 @@ def load(cfg: Config, comp: Competition, folds: pd.DataFrame) -> Teacher | None:
     rd = RunDir(Path(cfg.output.checkpoints_dir) / t.exp, Path("."))
     if t.exp == cfg.exp:
         raise UserError(f"teacher.exp={t.exp} is this run: a teacher is another, finished run")
-    files = [f for f in (rd.config, rd.oof, rd.test, rd.test_folds) if f.is_file()]
-    key = (str(rd.root.absolute()), t.per_fold, *((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files))
+    files = [f for f in (rd.config, rd.oof, rd.test, rd.test_folds, Path(t.source or rd.test)) if f.is_file()]
+    key = (str(rd.root.absolute()), t.per_fold, t.source,
+           *((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files))
     if key in _CACHE:
         return _CACHE[key]
-    if not rd.config.is_file():
+    if not rd.config.is_file() and not (rd.root / "partial" / "config.yaml").is_file():
         raise UserError(f"teacher.exp={t.exp}: {rd.root} has no config.yaml; is it a finished run here?")
     member = load_member(t.exp, cfg.output.checkpoints_dir, comp, folds, fold_path(cfg).name)
-    if t.per_fold:
+    texts = comp.test[comp.text_col].fillna("").tolist()
+    if t.source:  # any unlabeled file, labeled by the teacher's fold models now (src/apply.py)
+        test, texts = _source_predictions(cfg, t.exp)
+    elif t.per_fold:
         test = read_test_folds(rd, comp.test_ids, comp.labels)
         if test is None:
             raise UserError(f"teacher {t.exp} has no {rd.test_folds.name} (each fold model's test predictions): "
@@ -85,9 +93,25 @@ def load(cfg: Config, comp: Competition, folds: pd.DataFrame) -> Teacher | None:
     h = hashlib.sha1(np.ascontiguousarray(member.oof, dtype=np.float32).tobytes())
     for k in sorted(test):
         h.update(np.ascontiguousarray(test[k], dtype=np.float32).tobytes())
+    if t.source:
+        h.update(digest(texts).encode())
     tc = load_saved_sections(rd.config, ["thresholds"]).thresholds
-    _CACHE[key] = Teacher(t.exp, member.oof, test, tc, h.hexdigest()[:16])
+    _CACHE[key] = Teacher(t.exp, member.oof, test, tc, h.hexdigest()[:16], texts)
     return _CACHE[key]
+
+
+def _source_predictions(cfg: Config, exp: str) -> tuple[dict[int, np.ndarray], list[str]]:
+    """The teacher's fold models applied to `teacher.source`'s texts: ({fold: probabilities}, raw texts); with
+    `per_fold: false` every fold gets their mean."""
+    from src.apply import fold_probs, open_run, read_input
+
+    run = open_run(exp, [f"output.checkpoints_dir={cfg.output.checkpoints_dir}", f"data.data_dir={cfg.data.data_dir}"])
+    _, texts = read_input(cfg.teacher.source, run)
+    per_fold = fold_probs(run, texts)
+    if not cfg.teacher.per_fold:
+        mean = np.mean([per_fold[k] for k in sorted(per_fold)], axis=0)
+        per_fold = {k: mean for k in per_fold}
+    return per_fold, texts
 
 
 def check(cfg: Config, comp: Competition, folds: pd.DataFrame) -> None:
@@ -113,7 +137,7 @@ def fingerprint_part(cfg: Config, comp: Competition, folds: pd.DataFrame) -> dic
         return None
     t = cfg.teacher
     return {"exp": t.exp, "mode": t.mode, "keep": t.keep, "train_alpha": t.train_alpha, "per_fold": t.per_fold,
-            "probabilities": teacher.digest}
+            "probabilities": teacher.digest, **({"source": t.source} if t.source else {})}
 
 
 def pseudo_rows(cfg: Config, comp: Competition, folds: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +173,7 @@ def training_set(cfg: Config, comp: Competition, folds: pd.DataFrame, k: int
     if a > 0:
         Y = ((1 - a) * Y + a * teacher.oof).astype(np.float32)
     rows, targets = pseudo_rows(cfg, comp, folds, k)
-    texts = comp.train_texts + [comp.test_texts[i] for i in rows]
+    texts = comp.train_texts + normalize([teacher.texts[i] for i in rows], comp.normalize)
     return texts, np.concatenate([Y, targets]), np.r_[train_rows, len(Y) + np.arange(len(rows))]
 
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src import metrics, precision, teacher, thresholds
+from src import metrics, precision, teacher, thresholds, tracking
 from src.checkpoints import (
     CHECKPOINT_DTYPES,
     RESUME,
@@ -212,8 +212,11 @@ def evaluate(acc, model, seqs: list, rows: np.ndarray, pad_id: int, side: str, b
 
 
 def _rng_state(device: torch.device) -> dict:
-    """This process's RNG state: python, numpy, torch CPU and its own GPU's (dropout)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's RNG state: python, numpy, torch CPU and its own GPU's (dropout); numbers, lists and tensors
+    only, so resume.pt loads with `weights_only=True`."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss,
+                                                     gauss), "torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
@@ -221,7 +224,8 @@ def _rng_state(device: torch.device) -> dict:
 
 def _set_rng_state(state: dict, device: torch.device) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]  # the key array as a tensor (an earlier version saved numpy's own array)
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
@@ -263,9 +267,9 @@ def check_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int) -> boo
     _, state, broken = find_resume(fold_dir, mmap=True)
     if state is not None:
         check_reuse(fold_dir, state, current, "half-trained fold")
-    elif not broken and checkpoint_dirs(fold_dir):
-        raise UserError(f"{fold_dir} has checkpoints but no resume state or done.json (train.resume_state=false "
-                        f"keeps none): delete it to train fold {k} again")
+    elif not broken and checkpoint_dirs(fold_dir) and cfg.train.resume_state:
+        raise UserError(f"{fold_dir} has checkpoints but no resume state or done.json (a run with "
+                        f"train.resume_state=false keeps none): delete it to train fold {k} again")
     return False
 
 
@@ -275,6 +279,7 @@ def preflight(cfg: Config, comp: Competition, folds, rd: RunDir) -> None:
     mismatch on fold 7 is found before fold 0 trains)."""
     check_train_config(cfg)
     batch_plan(cfg.train, processes())  # the global batch splits over the processes
+    tm.check_max_length(cfg)
     check_run_data(cfg, comp, rd)
     teacher.check(cfg, comp, folds)
     for k in folds_for_run(cfg):
@@ -362,8 +367,9 @@ class Fold:
         return self.pos["elapsed_s"] + time.time() - self.t0
 
 
-def _open_fold_dir(fold_dir: Path, k: int, acc) -> None:
-    """Create the fold folder, drop interrupted checkpoint writes and pass over a damaged newest resume state."""
+def _open_fold_dir(cfg: Config, fold_dir: Path, k: int, acc) -> None:
+    """Create the fold folder, drop interrupted checkpoint writes and pass over a damaged newest resume state; a
+    fold cut short under `train.resume_state: false` (checkpoints, nothing to resume from) starts again."""
     if acc.is_main_process:
         try:
             fold_dir.mkdir(parents=True, exist_ok=True)
@@ -372,6 +378,12 @@ def _open_fold_dir(fold_dir: Path, k: int, acc) -> None:
         for tmp in fold_dir.glob(".tmp-step*"):  # a checkpoint interrupted while being written
             shutil.rmtree(tmp, ignore_errors=True)
         repair_resume(fold_dir, k)  # a damaged newest resume state: the newest intact one, or step 0
+        left = checkpoint_dirs(fold_dir)
+        if left and not cfg.train.resume_state and find_resume(fold_dir, mmap=True)[0] is None:
+            for _, d in left:
+                shutil.rmtree(d, ignore_errors=True)
+            print(f"note: fold {k} was cut short with train.resume_state=false (no state to resume from): it trains "
+                  f"again from step 0 ({len(left)} checkpoint(s) of the cut run removed)", flush=True)
     acc.wait_for_everyone()
 
 
@@ -379,8 +391,8 @@ def _resume_point(fold_dir: Path, k: int, parts: dict) -> tuple[Path | None, dic
     """The newest intact checkpoint with resume state and that state (checked against the fold's fingerprint)."""
     resume, state, _ = find_resume(fold_dir)
     if resume is None and checkpoint_dirs(fold_dir):
-        raise UserError(f"{fold_dir} has checkpoints but no resume state or done.json (train.resume_state=false "
-                        f"keeps none): delete it to train fold {k} again")
+        raise UserError(f"{fold_dir} has checkpoints but no resume state or done.json (a run with "
+                        f"train.resume_state=false keeps none): delete it to train fold {k} again")
     if state is not None:
         check_reuse(fold_dir, state, parts, "half-trained fold")
     return resume, state
@@ -409,7 +421,7 @@ def setup_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc) -
 
     t = cfg.train
     fold_dir = rd.fold(k)
-    _open_fold_dir(fold_dir, k, acc)
+    _open_fold_dir(cfg, fold_dir, k, acc)
     parts = fold_parts(cfg, comp, folds, k)
     resume, state = _resume_point(fold_dir, k, parts)
     set_seed(t.seed + k)
@@ -446,12 +458,21 @@ def setup_fold(cfg: Config, comp: Competition, folds, rd: RunDir, k: int, acc) -
     return f
 
 
+def evaluations(total: int, eval_every: int, steps_per_epoch: int) -> int:
+    """How many evaluations a fold of `total` steps makes: every `eval_every` steps, at each epoch end and at the
+    last step (counted, not listed: `train.max_steps` may be huge)."""
+    every, epoch = eval_every or total + 1, steps_per_epoch
+    both = math.lcm(every, epoch)
+    n = total // every + total // epoch - total // both
+    return n + (total % every != 0 and total % epoch != 0)
+
+
 def _check_fold_disk(cfg: Config, rd: RunDir, fold_dir: Path, model, total: int, steps_per_epoch: int) -> None:
     t = cfg.train
-    evals = len({*range(t.eval_every, total + 1, t.eval_every or total + 1),
-                 *range(steps_per_epoch, total + 1, steps_per_epoch), total})
+    evals = evaluations(total, t.eval_every, steps_per_epoch)
     todo = [j for j in folds_for_run(cfg) if not (rd.fold(j) / "done.json").is_file()]
-    check_disk(fold_dir, cfg, *footprint(model, cfg), kept=t.keep_top_k or evals, folds_left=len(todo))
+    check_disk(fold_dir, cfg, *footprint(model, cfg, tm.is_peft(model)), kept=t.keep_top_k or evals,
+               folds_left=len(todo))
 
 
 def device_batch(f: Fold, rows: np.ndarray) -> tuple[dict, torch.Tensor]:
@@ -681,14 +702,10 @@ def release_fold(acc, graphs: bool) -> None:
 
 def accelerator(cfg: Config):
     """The Accelerator: mixed precision from `train.precision`, CPU processes when there is no CUDA GPU."""
-    import importlib.util
 
     from accelerate import Accelerator
 
-    if cfg.train.report_to not in ("none", "", "wandb"):
-        raise UserError(f"train.report_to must be none or wandb, got {cfg.train.report_to!r}")
-    if cfg.train.report_to == "wandb" and importlib.util.find_spec("wandb") is None:
-        raise UserError("train.report_to=wandb needs `pip install wandb` and WANDB_API_KEY in the environment")
+    tracking.check(cfg.train.report_to)
     if torch.cuda.is_available():  # TF32 matmuls for whatever still runs in float32
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -729,6 +746,7 @@ def check_train_config(cfg: Config) -> None:
                         "unscale FP16 gradients'); use lora.bias=none")
     make_loss(t)  # checks train.loss and train.label_smoothing
     tm.resolve_precision(cfg)
+    tracking.check(t.report_to)
     precision.check_gpu()
     precision.check_compile(t.compile)
 

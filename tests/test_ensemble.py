@@ -4,9 +4,10 @@ import pytest
 import yaml
 
 from src import ensemble
+from src.composite import percentiles
 from src.config import dump_config, load_config
 from src.data import load_competition
-from src.ensemble import blend, optimize, percentiles, score
+from src.ensemble import blend, optimize, score
 from src.errors import UserError
 from src.folds import ensure_folds
 from src.pipeline import run
@@ -107,7 +108,8 @@ def test_rank_blend_on_real_tfidf_runs(workdir, comp_dir):
                 r"data_k5_s42.csv \(it was made with data_k4_s42.csv\)"),
     ("shuffled", r"member 'bad' was built on other folds: its oof.csv fold column differs from the blend's "
                  r"data_k5_s42.csv; blend"),
-    ("incomplete", "member 'bad' has incomplete OOF: 190 distinct of 200 train ids"),
+    ("incomplete", r"member 'bad' covers folds \[0, 1, 2, 3, 4\] of 5 with 190 OOF rows for their 200: its folds "
+                   "are incomplete"),
 ])
 def test_refuses_mismatched_or_incomplete_members(workdir, comp_dir, capsys, kind, message):
     fake_member(comp_dir, "good", seed=1)

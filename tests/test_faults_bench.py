@@ -30,7 +30,8 @@ def test_list_names_every_case_once_with_its_tag():
     rows = [re.fullmatch(r"(\w+)/(\S.*?)  expect=(error|ok|either)  base=(\w+)(  skip: .*)?", ln) for ln in lines[:-1]]
     assert all(rows), [ln for ln, m in zip(lines, rows) if not m][:3]
     assert lines[-1] == f"{len(rows)} cases" and len(rows) >= 177  # at least the issue's 177
-    assert {m[1] for m in rows} == {"csv", "config", "cli", "state", "disk", "partial"}
+    assert {m[1] for m in rows} == {"csv", "config", "cli", "state", "disk", "partial", "security", "lock", "kill",
+                                    "data"}
     assert len({(m[1], m[2]) for m in rows}) == len(rows)
 
 
@@ -81,3 +82,15 @@ def test_a_case_fails_on_a_traceback_a_wrong_exit_a_vague_error_or_a_written_fil
     assert skipped["status"] == "SKIP" and fz.line(skipped).endswith("(not here)")
     text, counts = fz.summary([skipped, judge("print('fine')", expect="ok", sub=None)])
     assert text.splitlines()[0] == "2 cases, 1 passed, 0 failed, 1 skipped" and counts["per_tag"]["cli"]["cases"] == 2
+
+
+def test_the_cases_issue_29_found_all_pass_through_the_cli(tmp_path):
+    """The reliability review's failures (code execution from a run folder, stale data, locks, one-line errors, ...),
+    each run through the real CLI as the campaign runs it: none may fail."""
+    results = tmp_path / "faults.json"
+    p = subprocess.run([sys.executable, str(SCRIPT), "--issue", "29", "--jobs", "2", "--results", str(results)],
+                       capture_output=True, text=True, env=ENV, timeout=900)
+    doc = json.loads(results.read_text())
+    failed = [f"{c['tag']}/{c['name']}: {c['reason']}" for c in doc["cases"] if c["status"] == "FAIL"]
+    assert p.returncode == 0 and failed == [], failed
+    assert doc["summary"]["cases"] >= 34

@@ -135,3 +135,21 @@ def test_tfidf_unknown_solver_is_one_line_before_any_write(workdir, comp_dir):
     with pytest.raises(UserError, match="tfidf.solver must be one of lbfgs, liblinear, got 'saga'"):
         run(cfg)
     assert not (workdir / "checkpoints/s").exists()
+
+
+def test_a_failed_rerun_leaves_the_finished_run_s_config_as_it_was(workdir, comp_dir, monkeypatch):
+    """A setting refused only inside a fold (after config.yaml was written) puts the finished run's config.yaml back:
+    it keeps describing that run's oof.csv, test.csv and submission."""
+    from src.models import tfidf
+
+    base = [f"data.data_dir={comp_dir}", "exp=t", "folds.n_folds=3", "tfidf.min_df=1", "output.plots=false"]
+    run(load_config(None, base))
+    saved = (workdir / "checkpoints/t/config.yaml").read_bytes()
+
+    def refused(*a, **k):
+        raise UserError("tfidf fold 0: a setting only the fit refuses")
+
+    monkeypatch.setattr(tfidf, "_fold", refused)
+    with pytest.raises(UserError, match="only the fit refuses"):
+        run(load_config(None, [*base, "tfidf.C=7"]))
+    assert (workdir / "checkpoints/t/config.yaml").read_bytes() == saved

@@ -62,16 +62,20 @@ def test_seeds_of_a_transformer_train_as_their_own_runs_and_average(workdir, com
 def test_vary_makes_a_run_per_value_and_their_average(workdir, comp_dir):
     result = main(["--vary", "tfidf.C=0.5,1", f"data.data_dir={comp_dir}", "folds.n_folds=2", "tfidf.min_df=1",
                    "output.plots=false"])
-    members = ["tfidf-C=0.5", "tfidf-C=1"]
+    members = ["tfidf-C0.5", "tfidf-C1"]  # no "=": the kit's commands read KEY=VALUE as a setting
     assert list(result["runs"]) == members and result["average"]["exp"] == "tfidf-C-avg2"
     assert [yaml.safe_load((workdir / "checkpoints" / m / "config.yaml").read_text())["tfidf"]["C"]
             for m in members] == [0.5, 1.0]
     assert_average(workdir, members, "tfidf-C-avg2")
+    from src.ensemble import main as ensemble_main
+
+    blended = ensemble_main([*members, "--out", "b", "--equal"])  # the kit's own run names work in its commands
+    assert blended["exp"] == "b" and (workdir / "submissions/b.csv").is_file()
 
 
 def test_vary_names_list_values_plainly(workdir):
     cfgs, out = plan(None, ["exp=t"], None, "tfidf.word_ngram=[1, 1],[1,3]", None)
-    assert [c.exp for c in cfgs] == ["t-word_ngram=1,1", "t-word_ngram=1,3"] and out == "t-word_ngram-avg2"
+    assert [c.exp for c in cfgs] == ["t-word_ngram1,1", "t-word_ngram1,3"] and out == "t-word_ngram-avg2"
     assert [c.tfidf.word_ngram for c in cfgs] == [[1, 1], [1, 3]]
 
 
@@ -92,8 +96,8 @@ def test_vary_names_list_values_plainly(workdir):
     (["--vary", "exp=a,b"], "--vary exp: the runs of an average share"),
     (["--vary", "folds.n_folds=5,10"], "--vary folds.n_folds: the runs of an average share"),
     (["--vary", "select.rule=best_f1,best"], "select.rule must be one of"),
-    (["--vary", "tfidf.C=1,2", "folds.run=[0]"], "tfidf-C=1 would be a partial run (folds [0] of 10)"),
-    (["--vary", "tfidf.C=1,2", "--out", "tfidf-C=2"], "--out 'tfidf-C=2' is one of the runs"),
+    (["--vary", "tfidf.C=1,2", "folds.run=[0]"], "tfidf-C1 would be a partial run (folds [0] of 10)"),
+    (["--vary", "tfidf.C=1,2", "--out", "tfidf-C2"], "--out 'tfidf-C2' is one of the runs"),
 ])
 def test_refusals_are_one_line_before_anything_is_written(workdir, comp_dir, capsys, argv, message):
     with pytest.raises(SystemExit) as e:

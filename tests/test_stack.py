@@ -7,10 +7,11 @@ import yaml
 from test_ensemble import fake_member
 
 from src import stack as stack_mod
+from src.composite import features
 from src.config import load_config
 from src.ensemble import score
 from src.errors import UserError
-from src.stack import features, fit_predict, stack
+from src.stack import fit_predict, stack
 
 LABELS = ["a", "b", "c", "d"]
 
@@ -35,10 +36,10 @@ def test_features_are_logits_of_every_member_for_every_label():
 
 def test_fold_predictions_never_see_their_own_labels():
     X, Y, fold = synthetic()
-    oof, test, _ = fit_predict(X, Y, fold, X[:, :50])
+    oof, test, _, _ = fit_predict(X, Y, fold, X[:, :50])
     Y2 = Y.copy()
     Y2[fold == 0] = 1 - Y2[fold == 0]
-    oof2, test2, _ = fit_predict(X, Y2, fold, X[:, :50])
+    oof2, test2, _, _ = fit_predict(X, Y2, fold, X[:, :50])
     np.testing.assert_array_equal(oof2[fold == 0], oof[fold == 0])
     for k in range(1, 5):
         assert np.abs(oof2[fold == k] - oof[fold == k]).max() > 1e-3
@@ -47,7 +48,7 @@ def test_fold_predictions_never_see_their_own_labels():
 
 def test_stack_uses_label_cooccurrence_the_equal_mean_cannot():
     X, Y, fold = synthetic()
-    oof, _, _ = fit_predict(X, Y, fold, X[:, :10])
+    oof, _, _, _ = fit_predict(X, Y, fold, X[:, :10])
     tc = load_config().thresholds
     f1 = lambda p, j: score(Y[:, [j]], p[:, [j]], tc, LABELS[:1])
     assert f1(oof, 1) > f1(X.mean(0), 1) + 0.2  # b is learnt from member 0's column a
@@ -59,7 +60,7 @@ def test_a_label_with_one_class_in_a_fold_gets_the_training_rate():
     Y[:, 2] = 0
     Y[(fold == 0) & (np.arange(len(Y)) < 100), 2] = 1  # positives only in fold 0: its stacker has none
     Y[:, 3] = 1  # always on
-    oof, test, _ = fit_predict(X, Y, fold, X[:, :30])
+    oof, test, _, _ = fit_predict(X, Y, fold, X[:, :30])
     assert (oof[fold == 0, 2] == 0).all() and (oof[:, 3] == 1).all() and (test[:, 3] == 1).all()
     assert (oof[fold != 0, 2] > 0).all() and np.isfinite(test).all() and 0 <= test.min() and test.max() <= 1
 
@@ -116,10 +117,10 @@ def test_bad_input_is_a_one_line_error(workdir, comp_dir, capsys):
 def test_per_fold_test_predictions_come_from_each_fold_stacker():
     X, Y, fold = synthetic()
     X_folds = {k: X[:, 50 * k:50 * k + 40] for k in range(5)}
-    oof, test, per_fold = fit_predict(X, Y, fold, X[:, :40], X_test_folds=X_folds)
+    oof, test, per_fold, _ = fit_predict(X, Y, fold, X[:, :40], X_test_folds=X_folds)
     Y2 = Y.copy()
     Y2[fold == 0] = 1 - Y2[fold == 0]
-    _, _, per_fold2 = fit_predict(X, Y2, fold, X[:, :40], X_test_folds=X_folds)
+    _, _, per_fold2, _ = fit_predict(X, Y2, fold, X[:, :40], X_test_folds=X_folds)
     np.testing.assert_array_equal(per_fold2[0], per_fold[0])  # fold 0's stackers never saw fold 0's labels
     assert np.abs(per_fold2[1] - per_fold[1]).max() > 1e-3
     same = {k: X[:, :40] for k in range(5)}  # members' fold tests equal to their mean: the fold mean is the test

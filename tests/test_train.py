@@ -52,7 +52,7 @@ def steps(rd: RunDir, k: int = 0) -> list[int]:
 def test_lora_decoder_learns_checkpoints_every_eval_and_reloads_exactly(workdir, comp_dir, tiny_root):
     cfg = load_config(None, overrides(comp_dir, make_tiny("llama", tiny_root), "lora", "model.method=lora",
                                       "model.gradient_checkpointing=true", "train.lr=1e-2", "train.epochs=6",
-                                      "train.eval_every=15", "train.head_lr=2e-2"))
+                                      "train.eval_every=15", "train.head_lr=2e-2", "train.keep_top_k=0"))
     comp, folds, rd = setup(cfg)
     train_folds(cfg, comp, folds, rd)
     evals = [h for h in history(rd) if h.get("event") == "eval"]
@@ -93,7 +93,7 @@ def stop_at(step: int):
 
 def test_resume_after_interruption_continues_exactly(workdir, comp_dir, tiny_root):
     model = make_tiny("bert", tiny_root)
-    extra = ("train.epochs=3", "train.eval_every=5", "train.grad_accum=2", "train.batch_size=8")
+    extra = ("train.epochs=3", "train.eval_every=5", "train.grad_accum=2", "train.batch_size=8", "train.keep_top_k=0")
     straight = load_config(None, overrides(comp_dir, model, "straight", *extra))
     comp, folds, rd_a = setup(straight)
     train_folds(straight, comp, folds, rd_a)
@@ -141,7 +141,7 @@ def test_keep_top_k_never_deletes_the_checkpoint_needed_to_resume(workdir, comp_
 
 def test_ema_weights_are_evaluated_saved_and_resumed_exactly(workdir, comp_dir, tiny_root):
     model = make_tiny("bert", tiny_root)
-    extra = ("train.epochs=2", "train.eval_every=5", "train.batch_size=8")
+    extra = ("train.epochs=2", "train.eval_every=5", "train.batch_size=8", "train.keep_top_k=0")
     plain = load_config(None, overrides(comp_dir, model, "plain", *extra))
     comp, folds, rd_p = setup(plain)
     train_folds(plain, comp, folds, rd_p)
@@ -182,6 +182,27 @@ def test_without_resume_state_only_top_k_checkpoints_are_written(workdir, comp_d
     assert [kept for _, kept, _ in seen] == [[b] for b in best_so_far]  # one checkpoint at any time: the best
     assert writes == sorted(set(best_so_far))  # and only the improving ones were written at all
     assert steps(rd) == [min(evals, key=evals.get)] and (rd.fold(0) / "done.json").is_file()
+
+
+def test_a_fold_cut_short_without_resume_state_trains_again_on_the_next_run(workdir, comp_dir, tiny_root, capsys):
+    """train.resume_state=false keeps no state to resume from: a killed fold starts again (it used to fail every
+    rerun with "delete it to train fold 0 again"), and finishes as a straight run does."""
+    extra = ("train.max_steps=20", "train.eval_every=5", "train.resume_state=false")
+    straight = load_config(None, overrides(comp_dir, make_tiny("bert", tiny_root), "lean-a", *extra))
+    comp, folds, rd_a = setup(straight)
+    train_folds(straight, comp, folds, rd_a)
+    cut = load_config(None, overrides(comp_dir, make_tiny("bert", tiny_root), "lean-b", *extra))
+    rd_b = RunDir.of(cut)
+    with pytest.raises(Interrupt):
+        train_folds(cut, comp, folds, rd_b, callbacks=(stop_at(10),))
+    assert steps(rd_b) and not (rd_b.fold(0) / "done.json").exists()
+    capsys.readouterr()
+    train_folds(cut, comp, folds, rd_b)
+    assert "fold 0 was cut short with train.resume_state=false" in capsys.readouterr().out
+    assert steps(rd_b) == steps(rd_a) and (rd_b.fold(0) / "done.json").is_file()
+    last = steps(rd_a)[-1]
+    np.testing.assert_allclose(np.load(rd_b.step(0, last) / "valid_probs.npy"),
+                               np.load(rd_a.step(0, last) / "valid_probs.npy"), atol=1e-6)
 
 
 def test_compiled_training_model_evaluates_and_saves_the_plain_one(workdir, comp_dir, tiny_root, monkeypatch):

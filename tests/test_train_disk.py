@@ -19,7 +19,7 @@ from src.rundir import RunDir
 from src.train import train_folds
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-EXTRA = ("train.epochs=2", "train.eval_every=5", "train.batch_size=8")
+EXTRA = ("train.epochs=2", "train.eval_every=5", "train.batch_size=8", "train.keep_top_k=0")
 
 
 def test_half_precision_weight_files_take_half_the_disk_and_resume_exactly(workdir, comp_dir, tiny_root):
@@ -62,7 +62,7 @@ def test_a_run_that_would_fill_the_disk_stops_before_training(workdir, comp_dir,
     cfg = load_config(None, overrides(comp_dir, make_tiny("bert", tiny_root), "disk", *EXTRA, "folds.run=[0,1,2]"))
     comp, folds, rd = setup(cfg)
     probe_model, _ = tm.build_model(cfg, comp.labels)
-    weights, resume = checkpoints.footprint(probe_model, cfg)
+    weights, resume = checkpoints.footprint(probe_model, cfg, tm.is_peft(probe_model))
     params = sum(p.numel() for p in probe_model.parameters())
     assert weights >= 4 * params and resume == 8 * params  # float32 weights; AdamW's two moments
     # 160 rows / batch 8 = 20 steps per epoch, 2 epochs, eval every 5: 8 checkpoints kept per fold (keep_top_k=0)

@@ -322,3 +322,55 @@ def test_checkpoint_helpers_moved_to_one_module():
                  "repair_resume", "checkpoint_problem"):
         assert callable(getattr(ck, name))
     assert train_module.save_checkpoint is ck.save_checkpoint
+
+
+class _Payload:
+    """Unpickling this runs a shell command (what a crafted resume.pt in someone else's run folder would do)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_crafted_resume_state_never_runs_code(workdir, comp_dir, tiny_root, capsys):
+    """resume.pt is read with weights_only=True: a pickle that would run a command is refused (the fold resumes from
+    an older intact state or trains again, with a note), and the command never runs."""
+    import torch
+
+    cfg = tiny_cfg(comp_dir, tiny_root, "crafted")
+    comp, folds, rd = setup(cfg)
+    with pytest.raises(Interrupt):
+        train_folds(cfg, comp, folds, rd, callbacks=(stop_at(4),))
+    marker = workdir / "pwned"
+    state = torch.load(rd.step(0, 4) / "resume.pt", weights_only=True)
+    torch.save({**state, "position": {"step": 4, "epoch": 0, "micro": 4, "elapsed_s": _Payload(marker)}},
+               rd.step(0, 4) / "resume.pt")
+    capsys.readouterr()
+    assert train_module.check_fold(cfg, comp, folds, rd, 0) is False  # preflight's look: no code either
+    train_folds(cfg, comp, folds, rd)
+    out = capsys.readouterr().out
+    assert not marker.exists()
+    assert "holds objects a safe load refuses" in out and "training fold 0 again from step 0" in out
+    assert (rd.fold(0) / "done.json").is_file()
+
+
+def test_a_resume_state_of_the_previous_version_still_resumes(workdir, comp_dir, tiny_root):
+    """Earlier versions saved numpy's RNG key array itself: a plain uint32 array is still read (safely)."""
+    import torch
+
+    cfg = tiny_cfg(comp_dir, tiny_root, "legacy")
+    comp, folds, rd = setup(cfg)
+    with pytest.raises(Interrupt):
+        train_folds(cfg, comp, folds, rd, callbacks=(stop_at(4),))
+    path = rd.step(0, 4) / "resume.pt"
+    state = torch.load(path, weights_only=True)
+    for rng in state["rng"]:
+        kind, keys, *rest = rng["numpy"]
+        rng["numpy"] = (kind, keys.numpy().astype(np.uint32), *rest)
+    torch.save(state, path)
+    train_folds(cfg, comp, folds, rd)
+    assert [h["step"] for h in history(rd) if h.get("event") in ("start", "resume")] == [0, 4]

@@ -384,7 +384,7 @@ def test_two_process_bf16_wandb_two_folds_and_exact_resume(workdir, comp_dir, ti
         "train": {"batch_size": 8, "lr": 5e-3, "log_every": 2, "max_steps": 4, "eval_every": 2, "precision": "bf16",
                   "report_to": "wandb"}}))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(stub), str(ROOT)]),
-           "WANDB_STUB_LOG": str(events)}
+           "WANDB_STUB_LOG": str(events), "WANDB_API_KEY": "stub-key"}
     cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "bf16", "--dynamo_backend", "no", str(driver), str(config), str(out)]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
@@ -609,3 +609,25 @@ def test_cuda_graph_modes_free_their_graph_pools_between_folds_but_keep_the_comp
     train_module.release_fold(acc, graphs=True)
     train_module.release_fold(acc, graphs=False)
     assert calls == ["graphs", "free", "free"]
+
+
+def test_wandb_without_credentials_stops_before_any_work(tmp_path, monkeypatch):
+    """--wandb (train.report_to=wandb) with no key and no offline mode: one line naming the fixes, at the config
+    check (before the model loads), not two chained tracebacks at the first fold."""
+    import importlib.util
+
+    from src import tracking
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "wandb" else None)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    cfg = load_config(None, ["model_type=transformer", "train.report_to=wandb"])
+    with pytest.raises(UserError, match=r"no W&B credentials here: set WANDB_API_KEY .* WANDB_MODE=offline"):
+        check_train_config(cfg)
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password k3y\n")  # after `wandb login`
+    assert tracking.has_wandb_key()
+    check_train_config(cfg)
+    (tmp_path / "netrc").unlink()
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    check_train_config(cfg)

@@ -32,7 +32,7 @@ def tiny_run(tmp_path):
     cfg = {"exp": "tiny", "model_type": "transformer", "data": {"data_dir": str(data)},
            "folds": {"n_folds": 2, "dir": str(tmp_path / "folds")},
            "model": {"name_or_path": str(model), "max_length": 32},
-           "train": {"max_steps": 40, "eval_every": 10, "batch_size": 8, "log_every": 5},
+           "train": {"max_steps": 40, "eval_every": 10, "batch_size": 8, "log_every": 5, "keep_top_k": 0},
            "output": {"checkpoints_dir": str(tmp_path / "checkpoints"),
                       "submissions_dir": str(tmp_path / "submissions"), "plots": False}}
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))

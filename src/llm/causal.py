@@ -256,6 +256,25 @@ def preflight(cfg: Config, comp, folds, rd) -> None:
         _reusable(cfg, comp, rd, k, np.flatnonzero(fold != k), scored[fold[scored] == k], test_rows, quiet=True)
 
 
+def predict_folds(cfg: Config, rd, texts: list[str]) -> dict[int, np.ndarray]:
+    """Each fold's adapter (fold<k>/adapter) on the base model, its label probabilities read out for `texts`."""
+    from peft import PeftModel
+
+    from src.runguard import run_labels
+    from src.text import normalize
+
+    texts, out = normalize(texts, cfg.data.normalize), {}
+    main = _check_settings(cfg)
+    no_autocast = cfg.model.dtype == "auto" and precision.resolve_precision(cfg.train.precision) == "no"
+    for k in folds_for_run(cfg):
+        base, tok = load_causal_lm(cfg.model, dtype="float32" if no_autocast else None)
+        model = PeftModel.from_pretrained(base, rd.fold(k) / "adapter").eval()
+        prompter = Prompter.build(tok, cfg.llm, run_labels(rd), cfg.model.max_length)
+        methods, _ = score_multi(model, tok, prompter, texts, [], cfg, f"fold {k} input")
+        out[k] = methods[main]
+    return out
+
+
 def run(cfg: Config, comp, folds, rd) -> None:
     main = _check_settings(cfg)
     fold, scored, test_rows = _plan(cfg, comp, folds)

@@ -4,8 +4,8 @@
 
 Features come from features.py (computed once, cached); each fold standardizes them on its training rows and
 fits one-vs-rest logistic regression (probe.classifier=logreg) or an MLP with a sigmoid output per label
-(probe.classifier=mlp). Cheap: MiniLM-L6 features of the emotion data take minutes on a CPU, the ten probes
-seconds.
+(probe.classifier=mlp), kept as `fold<k>/probe.skops` (no pickle) so the run predicts new texts (`predict_folds`).
+Cheap: MiniLM-L6 features of the emotion data take minutes on a CPU, the ten probes seconds.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 
-from src import teacher
+from src import skio, teacher
 from src.config import Config, ProbeConfig
 from src.errors import UserError
 from src.folds import folds_for_run
@@ -27,6 +27,7 @@ from src.llm import analysis
 from src.llm.features import features
 from src.progress import tqdm
 from src.rundir import write_fold_outputs
+from src.text import normalize
 
 
 def build(pc: ProbeConfig, seed: int):
@@ -47,7 +48,22 @@ def fit_fold(pc: ProbeConfig, k: int, X: np.ndarray, Y: np.ndarray, X_test: np.n
         X_fit, Y_fit = np.vstack([X_fit, X_test[pseudo[0]]]), np.vstack([Y_fit, pseudo[1].astype(Y.dtype)])
     scaler = StandardScaler().fit(X_fit)
     clf = build(pc, seed + k).fit(scaler.transform(X_fit), Y_fit)
-    return k, clf.predict_proba(scaler.transform(X[va])), clf.predict_proba(scaler.transform(X_test))
+    fitted = {"scaler": scaler, "clf": clf}
+    return k, fitted, clf.predict_proba(scaler.transform(X[va])), clf.predict_proba(scaler.transform(X_test))
+
+
+def model_path(rd, k: int):
+    return rd.fold(k) / "probe.skops"
+
+
+def predict_folds(cfg: Config, rd, texts: list[str]) -> dict[int, np.ndarray]:
+    """Each fold's standardizer and probe applied to the features of `texts` (normalized as the run's were)."""
+    feats, _ = features(cfg.model, cfg.probe, {"input": normalize(texts, cfg.data.normalize)})
+    out = {}
+    for k in folds_for_run(cfg):
+        fitted = skio.load(model_path(rd, k))
+        out[k] = fitted["clf"].predict_proba(fitted["scaler"].transform(feats["input"]))
+    return out
 
 
 def run(cfg: Config, comp, folds, rd) -> None:
@@ -60,8 +76,10 @@ def run(cfg: Config, comp, folds, rd) -> None:
     jobs = (delayed(fit_fold)(cfg.probe, k, feats["train"], comp.Y, feats["test"], fold, cfg.train.seed, pseudo[k])
             for k in run_folds)
     parallel = Parallel(n_jobs=min(cfg.probe.n_jobs, len(run_folds)), return_as="generator_unordered")
-    per_fold = {k: (va, te) for k, va, te in tqdm(parallel(jobs), total=len(run_folds), desc="probe folds",
-                                                    unit="fold")}
+    per_fold = {}
+    for k, fitted, va, te in tqdm(parallel(jobs), total=len(run_folds), desc="probe folds", unit="fold"):
+        per_fold[k] = (va, te)
+        skio.save(fitted, model_path(rd, k))
     write_fold_outputs(rd, comp, folds, per_fold)
     print(f"[{cfg.exp}] features {t1 - t0:.1f} s, {len(run_folds)} probes {time.time() - t1:.1f} s")
     analysis.write_report(cfg, comp, folds, rd)

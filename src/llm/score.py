@@ -88,6 +88,29 @@ def score_group(model, tok, prompter, cfg: Config, comp, rows: np.ndarray, texts
     return score_unary(model, tok, prompter, texts, shots, cfg, desc)
 
 
+def predict_folds(cfg: Config, rd, texts: list[str]) -> dict[int, np.ndarray]:
+    """The scorer applied to `texts` as to test.csv (few-shot examples from every train row, which the run's data
+    folder must hold); a score does not depend on the fold, so every fold gets the same."""
+    from src.runguard import run_labels
+    from src.text import normalize
+
+    model, tok = load_causal_lm(cfg.model)
+    prompter = Prompter.build(tok, cfg.llm, run_labels(rd), cfg.model.max_length)
+    texts = normalize(texts, cfg.data.normalize)
+    if cfg.llm.n_shots:
+        from src.data import load_competition
+
+        comp = load_competition(cfg.data)
+        methods, _ = score_group(model, tok, prompter, cfg, comp, np.arange(len(texts)), texts,
+                                 np.arange(len(comp.train)), [cfg.train.seed, 0], desc="input")
+    elif cfg.llm.prompt == "multi":
+        methods, _ = score_multi(model, tok, prompter, texts, [], cfg, "input")
+    else:
+        methods, _ = score_unary(model, tok, prompter, texts, [[] for _ in prompter.names], cfg, "input")
+    probs = methods[main_method(cfg)]
+    return {k: probs for k in folds_for_run(cfg)}
+
+
 def run(cfg: Config, comp, folds, rd) -> None:
     """Score the chosen train rows (OOF) and test rows; write oof.csv, test.csv, methods/, steps, report."""
     t0 = time.time()

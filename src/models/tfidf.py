@@ -1,7 +1,10 @@
 """The classical baselines: word + char TF-IDF -> one-vs-rest logistic regression (or `tfidf.classifier`:
-a sigmoid-calibrated linear SVM or complement naive Bayes), fitted per fold."""
+a sigmoid-calibrated linear SVM or complement naive Bayes), fitted per fold. Each fold's fitted pipeline is kept
+as `fold<k>/model.skops` (no pickle: src/skio.py), so the run predicts new texts (`predict_folds`)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -14,12 +17,13 @@ from sklearn.naive_bayes import ComplementNB
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.svm import LinearSVC
 
-from src import teacher
+from src import skio, teacher
 from src.config import Config, TfidfConfig
 from src.errors import UserError
 from src.folds import folds_for_run
 from src.progress import tqdm
 from src.rundir import write_fold_outputs
+from src.text import normalize
 
 
 def build(cfg: TfidfConfig) -> Pipeline:
@@ -77,7 +81,7 @@ def _fold(cfg: TfidfConfig, k: int, train_texts, Y, test_texts, fold: np.ndarray
         model = fit(cfg, texts, targets)
     except ValueError as e:  # sklearn's word for a bad setting (n-gram range, analyzer, min_df too high, ...)
         raise UserError(f"tfidf fold {k}: {str(e).strip().splitlines()[0]}") from None
-    return k, model.predict_proba([t for t, m in zip(train_texts, va) if m]), model.predict_proba(test_texts)
+    return k, model, model.predict_proba([t for t, m in zip(train_texts, va) if m]), model.predict_proba(test_texts)
 
 
 def preflight(cfg: Config, comp, folds, rd) -> None:
@@ -95,6 +99,9 @@ def preflight(cfg: Config, comp, folds, rd) -> None:
     if t.min_df > smallest:
         raise UserError(f"tfidf.min_df={t.min_df} is more than the {smallest} training rows of the smallest fold: "
                         "no term could be kept; lower it")
+    if t.grid_search and t.grid_cv > smallest:
+        raise UserError(f"tfidf.grid_cv={t.grid_cv} inner folds are more than the {smallest} training rows of the "
+                        "smallest fold: lower it (e.g. 3)")
 
 
 def run(cfg: Config, comp, folds, rd) -> None:
@@ -111,6 +118,17 @@ def run(cfg: Config, comp, folds, rd) -> None:
           f"predicts {len(comp.test)} test texts", flush=True)
     parallel = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
     per_fold = {}
-    for k, valid, test in tqdm(parallel(jobs), total=len(run_folds), desc="tfidf folds", unit="fold"):
+    for k, model, valid, test in tqdm(parallel(jobs), total=len(run_folds), desc="tfidf folds", unit="fold"):
         per_fold[k] = (valid, test)
+        skio.save(model, model_path(rd, k))
     write_fold_outputs(rd, comp, folds, per_fold)
+
+
+def model_path(rd, k: int) -> Path:
+    return rd.fold(k) / "model.skops"
+
+
+def predict_folds(cfg: Config, rd, texts: list[str]) -> dict[int, np.ndarray]:
+    """Each fold's fitted pipeline applied to `texts` (normalized as the run's texts were)."""
+    texts = normalize(texts, cfg.data.normalize)
+    return {k: skio.load(model_path(rd, k)).predict_proba(texts) for k in folds_for_run(cfg)}

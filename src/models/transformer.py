@@ -31,7 +31,7 @@ from torch import nn
 from src import precision
 from src.config import Config
 from src.errors import UserError
-from src.hub import resolve_path
+from src.hub import remote_code, resolve_path
 from src.progress import tqdm
 
 METHODS = ("full", "last_n", "lora", "qlora")
@@ -98,6 +98,35 @@ def model_kind(cfg: Config, hf_config) -> str:
     if hf_config.model_type in DECODER_TYPES or any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in archs):
         return "decoder"
     return "encoder"
+
+
+# Encoders whose learned position table starts after the padding index (RoBERTa's scheme): pad_token_id + 1 fewer
+OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "mpnet", "data2vec-text", "longformer", "xlm-roberta-xl"}
+
+
+def position_limit(hf_config) -> int | None:
+    """The most tokens (special tokens included) an encoder with a learned position table takes; None where
+    positions are not a fixed table (decoders' rotary positions, DeBERTa's relative ones)."""
+    limit = getattr(hf_config, "max_position_embeddings", None)
+    if not limit or hf_config.model_type.startswith("deberta") or hf_config.model_type in DECODER_TYPES:
+        return None
+    return limit - (hf_config.pad_token_id + 1 if hf_config.model_type in OFFSET_POSITIONS else 0)
+
+
+def check_max_length(cfg: Config) -> None:
+    """`model.max_length` within the model's position table: past it an encoder fails at its first long batch
+    (an index error, after training steps), so it is refused before training starts."""
+    from transformers import AutoConfig
+
+    try:
+        path = resolve_path(cfg.model.name_or_path)
+        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    except (UserError, OSError, ValueError):
+        return  # no model to look at yet: its load says what is wrong
+    limit = position_limit(hf_config)
+    if limit is not None and cfg.model.max_length > limit:
+        raise UserError(f"model.max_length={cfg.model.max_length} is more than {cfg.model.name_or_path} takes ({limit} "
+                        f"tokens, special tokens included): set model.max_length={limit} or less")
 
 
 def padding_side(cfg: Config, kind: str) -> str:
@@ -349,6 +378,24 @@ def _reset_head(model, weights: str, old_labels: list[str]) -> None:
           f"{' ...' if len(old_labels) > 4 else ''}); its backbone is kept, the classification head starts new")
 
 
+def _check_remote_code(folder: str, trusted: bool) -> None:
+    """A local model folder that names its own code (`auto_map`) says so; untrusted, a model type transformers does
+    not know itself is a UserError naming the files (nothing is imported)."""
+    import json
+
+    from transformers import CONFIG_MAPPING
+
+    if not Path(folder).is_dir() or not (files := remote_code(folder, trusted)) or trusted:
+        return
+    try:
+        model_type = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        model_type = None
+    if model_type not in CONFIG_MAPPING:
+        raise UserError(f"{folder} needs its own code to load ({', '.join(files)}; model type {model_type!r}), which "
+                        "runs only with model.trust_remote_code=true given on the command line")
+
+
 def _model_config(cfg: Config, weights: str, labels: list[str], tokenizer, new: bool):
     """(hf_config for `labels`, encoder | decoder, the other task's labels of a classifier starting a new head) of
     the model at `weights`; the tokenizer gets its pad token and side."""
@@ -457,6 +504,8 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
     ckpt = str(checkpoint) if checkpoint is not None else None
     adapter = m.method in ("lora", "qlora")
     weights = ckpt if ckpt and not adapter else base
+    for folder in dict.fromkeys((ckpt or base, weights)):
+        _check_remote_code(folder, m.trust_remote_code)
     tokenizer = _load_tokenizer(ckpt or base, cfg)
     hf_config, kind, other_task = _model_config(cfg, weights, labels, tokenizer, new=ckpt is None)
     model = _load_weights(cfg, weights, hf_config, other_task, saved=weights == ckpt)
