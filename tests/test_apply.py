@@ -124,3 +124,24 @@ def test_a_teacher_labels_any_unlabeled_file_fold_by_fold(workdir, comp_dir, tmp
     assert texts_k[len(comp.train):] == texts  # keep=1: every text of the file, none of test.csv
     assert teacher.fingerprint_part(cfg, comp, folds)["source"] == str(unlabeled)
     assert run(cfg)["complete"]
+
+
+@pytest.mark.parametrize("kind", ["llm", "llm_finetune"])
+def test_llm_runs_apply_their_scorer_or_fold_adapters_to_new_texts(workdir, comp_dir, tmp_path, kind):
+    """A zero-shot scorer scores new texts as it scored test.csv; an LLM fine-tune reads out each fold's adapter."""
+    from synth import make_frame
+    from tiny_lm import save_decoder
+
+    decoder = save_decoder(tmp_path / "lm", make_frame(200)["Tweet"].tolist() + ["anger joy fear trust none"] * 3)
+    extra = ["folds.run=[0,1]", "train.max_steps=2", "train.batch_size=4", "lora.r=4"] if kind == "llm_finetune" else []
+    run(load_config(None, [f"data.data_dir={comp_dir}", "exp=lm", f"model_type={kind}", "folds.n_folds=5",
+                           f"model.name_or_path={decoder}", "llm.max_train_rows=8", "llm.max_test_rows=4",
+                           "llm.max_new_tokens=4", "llm.batch_size=4", *extra]))
+    test = pd.read_csv(workdir / "checkpoints/lm/partial/test.csv", dtype={"id": str})
+    texts = pd.read_csv(comp_dir / "test.csv", dtype={"ID": str}).set_index("ID").loc[test["id"]].reset_index()
+    texts.to_csv(tmp_path / "four.csv", index=False)
+    out = tmp_path / "out.csv"
+    cli_main(["predict", "--exp", "lm", "--input", str(tmp_path / "four.csv"), "--out", str(out), "--probs"])
+    mine = pd.read_csv(out, dtype={"ID": str})
+    assert mine["ID"].tolist() == test["id"].tolist()
+    np.testing.assert_allclose(mine[test.columns[1:]].to_numpy(), test.iloc[:, 1:].to_numpy(), atol=1e-4)
