@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Decoder LLMs as multi-label classifiers on the CPU, proven on real weights (README "Decoders on a CPU"): SmolLM2-135M
+# Decoder LLMs as multi-label classifiers on the CPU, proven on real weights (docs/cpu.md "Decoders on a CPU"): SmolLM2-135M
 # with LoRA over ten folds, the same folds 0-2 with the plain Trainer + peft peer side by side, SmolLM2 with QLoRA,
 # Qwen2.5-Coder-0.5B with LoRA, the zero-shot label scorers on every row, and the submissions in bench/results/.
 # Finished folds and runs are reused, so a killed run resumes where it stopped (about 15 h of both cores in all).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GoEmotions end to end on a CPU (28 labels, 48,836 train + 5,427 test texts), every figure of the README's
+# GoEmotions end to end on a CPU (28 labels, 48,836 train + 5,427 test texts), every figure of docs/goemotions.md's
 # GoEmotions table: the data, the TF-IDF ten-fold timing, the three blend members on one 5-fold file (the MiniLM
 # fine-tune in two parallel fold processes), their blend, the threshold-rule study, and the submissions copied to
 # bench/results/. Finished runs and folds are reused, so a killed run resumes where it stopped.

@@ -38,7 +38,8 @@ def peak_gpu_gb() -> float:
 
 
 def row(name: str, m: dict, wall: float, peak: float) -> dict:
-    return {"config": name, "macro_f1": m["oof"]["macro_f1"], "at_0.5": m["oof_at_0.5"]["macro_f1"],
+    return {"config": name, "metric": m["metric"], "macro_f1": m["oof"]["macro_f1"],
+            "at_0.5": m["oof_at_0.5"]["macro_f1"],
             "micro_f1": m["oof"]["micro_f1"], "jaccard": m["oof"]["jaccard"], "wall_s": wall, "peak_gpu_gb": peak,
             **{f"f1_{k}": v for k, v in m["per_label_f1"].items()}}
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         t0 = time.perf_counter()
         m = blend(names, a.blend_name, [f"data.data_dir={a.data_dir}"])
         r = row(f"{a.blend_name} (blend)", m, time.perf_counter() - t0, float("nan"))
-        r["nested_macro_f1"] = m["ensemble"].get("nested_macro_f1")
+        r[f"nested_{m['metric']}"] = m["ensemble"].get(f"nested_{m['metric']}")  # the blend's data.metric
         rows.append(r)
         keep_submission(m, a.results)
     table = pd.DataFrame(rows).set_index("config")

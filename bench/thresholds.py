@@ -1,11 +1,15 @@
-"""Threshold rules compared on finished runs' OOF: in-sample and cross-fitted (honest) macro-F1.
+"""Threshold rules compared on finished runs' OOF: in-sample and cross-fitted (honest) macro-F1; or, with
+--by-metric, what choosing the competition's metric is worth.
 
     python bench/thresholds.py goemotions-tfidf goemotions-blend --exclusive neutral [key=value ...]
+    python bench/thresholds.py tfidf smollm2-135m-cpu --by-metric     # bench/results/metrics_<run>.csv
 
 For each run: per-label thresholds plain, shrunk towards the global one (`thresholds.shrink`), or the global one
 for labels with few positives (`thresholds.min_positives`), and one global threshold; each with the row rules
 off, `min_one`, `exclusive` and both. "in-sample" tunes on all OOF rows (what finalize reports, optimistic);
 "cross-fit" tunes each fold's thresholds on the other folds only. Writes bench/results/thresholds_<run>.csv.
+--by-metric: decisions fitted for each of macro-F1, micro-F1, samples-F1 and Jaccard (`thresholds.fit`, as
+finalize does for `data.metric`), each scored under every one of them, in-sample and cross-fitted.
 """
 
 from __future__ import annotations
@@ -53,6 +57,26 @@ def compare(name: str, checkpoints_dir: str, overrides: list[str], exclusive: li
     return pd.DataFrame(rows)
 
 
+BY_METRIC = ("macro_f1", "micro_f1", "samples_f1", "jaccard")
+
+
+def by_metric(name: str, checkpoints_dir: str, overrides: list[str]) -> pd.DataFrame:
+    """One row per metric the decisions were fitted for; columns: each metric in-sample and cross-fitted."""
+    cfg = load_saved_sections(Path(checkpoints_dir) / name / "config.yaml", ["data", "folds", "thresholds"], overrides)
+    comp = load_competition(cfg.data)
+    folds, fold_file = ensure_folds(cfg, comp, verbose=False)
+    oof = load_member(name, checkpoints_dir, comp, folds, fold_file.name).oof
+    Y, fold = comp.Y, folds["fold"].to_numpy()
+    rows = []
+    for fitted in tqdm(BY_METRIC, desc=name, unit="metric"):
+        P = thresholds.fit(Y, oof, cfg.thresholds, comp.labels, fitted)(oof)
+        honest = thresholds.crossfit(Y, oof, fold, cfg.thresholds, comp.labels, fitted)
+        rows.append({"run": name, "decided_for": fitted,
+                     **{f"{m} (OOF)": metrics.score(m, Y, P) for m in BY_METRIC},
+                     **{f"{m} (cross-fit)": metrics.score(m, Y, honest) for m in BY_METRIC}})
+    return pd.DataFrame(rows)
+
+
 @cli
 def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -60,10 +84,18 @@ def main(argv: list[str] | None = None) -> dict[str, pd.DataFrame]:
     p.add_argument("--exclusive", nargs="*", default=[], help="labels to try as exclusive (e.g. neutral)")
     p.add_argument("--checkpoints-dir", default="checkpoints")
     p.add_argument("--results", type=Path, default=RESULTS, help="where thresholds_<run>.csv go (bench/results)")
+    p.add_argument("--by-metric", action="store_true", help="decisions fitted for each metric, scored under each")
     a, overrides = p.parse_known_args(argv)
     tables = {}
     for name in a.runs:
         t0 = time.time()
+        if a.by_metric:
+            table = tables[name] = by_metric(name, a.checkpoints_dir, overrides)
+            a.results.mkdir(parents=True, exist_ok=True)
+            table.round(4).to_csv(a.results / f"metrics_{name}.csv", index=False)
+            print(f"\n{name}: decisions fitted for each metric (rows), scored under each ({time.time() - t0:.0f} s)")
+            print(table.drop(columns="run").set_index("decided_for").T.round(4).to_string())
+            continue
         table = tables[name] = compare(name, a.checkpoints_dir, overrides, a.exclusive)
         a.results.mkdir(parents=True, exist_ok=True)
         table.round(4).to_csv(a.results / f"thresholds_{name}.csv", index=False)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CPU-only recipe on the emotion data and each trick's gain, measured on OOF against the same members without it
-# (README "Pseudo-labels, distillation, stacking, several seeds, transfer"): the five members, their blend (the teacher),
+# (docs/tricks.md): the five members, their blend (the teacher),
 # every member again with the teacher's pseudo-labels (per fold: honest OOF), then blends and stacks of both sets,
 # then MiniLM started from a GoEmotions fine-tune (intermediate-task transfer) and the blend with it.
 # Finished runs and folds are reused, so a killed run resumes where it stopped.

@@ -217,7 +217,8 @@ print(result.get("submission", "no submission: a partial run (some folds, or a s
 
 REPORT = """\
 for png in sorted(rd.report.glob("*.png")):
-    display(Image(png))"""
+    if png.name != "checkpoints.png":  # shown under Checkpoints
+        display(Image(png))"""
 
 # model_type -> the markdown above `run(cfg)` in a notebook of that family
 RUN_TEXT = {

@@ -14,6 +14,8 @@ commands:
   stack      per-label logistic regression over runs' OOF logits, fitted fold-wise
   seeds      train several seeds (or --vary values) of a config, then their equal-weight average
   pack       pack finished runs (selected checkpoints + code) for an offline Kaggle notebook
+  runs       one table of every run: metric, honest figure, folds, wall time, submission
+  tune       hyperparameter search (Optuna): each trial a run, the study resumable and shareable
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from src.folds import parse_folds
 
 MODULES = {"config": "src.config", "folds": "src.folds", "data": "src.data", "validate": "src.submission",
            "train": "src.train", "checkpoints": "src.checkpoints", "predict": "src.predict", "ensemble": "src.ensemble",
-           "stack": "src.stack", "seeds": "src.seeds", "pack": "src.pack"}
+           "stack": "src.stack", "seeds": "src.seeds", "pack": "src.pack", "runs": "src.runs",
+           "tune": "src.tune"}
 
 
 @cli

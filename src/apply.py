@@ -157,12 +157,12 @@ def probs(run: Run, texts: list[str]) -> np.ndarray:
 
 
 def decide(run: Run, P: np.ndarray) -> np.ndarray:
-    """0/1 decisions by the run's tuned thresholds (thresholds.json) and its decision rules (min_one, exclusive)."""
+    """0/1 decisions by the rule the run fitted on its OOF for its metric (thresholds.json: per-label thresholds and
+    row rules, or the relative-to-max rule)."""
     if not run.rd.thresholds.is_file():
         raise UserError(f"{run.rd.thresholds} does not exist: finalize the run first (python -m src finalize --exp "
                         f"{run.rd.root.name})")
-    th, _ = thresholds.from_json(read_json(run.rd.thresholds), run.labels)
-    return thresholds.predict(P, th, run.cfg.thresholds, run.labels)
+    return thresholds.Decider.from_json(read_json(run.rd.thresholds), run.labels, run.cfg.thresholds)(P)
 
 
 def read_input(path: str | Path, run: Run) -> tuple[list[str], list[str]]:

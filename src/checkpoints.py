@@ -6,9 +6,10 @@
     python -m src.checkpoints select <exp> --fold 3 --auto      # drop the manual pick of fold 3
 
 Rules (each reads the `metrics.json` of every `fold<k>/step<N>/`):
-  best_f1    highest macro-F1 at tuned thresholds (ties: lower val loss, then earlier step)
+  best_f1    highest held-out score of the run's metric (`data.metric`; macro-F1 by default) at decisions tuned on
+             those rows (ties: lower val loss, then earlier step)
   best_loss  lowest val loss (ties: higher macro-F1, then earlier step)
-  balanced   lowest val loss among the checkpoints within `select.tolerance` of the best macro-F1
+  balanced   lowest val loss among the checkpoints within `select.tolerance` of the best score
 `checkpoints/<exp>/selection.yaml` maps fold -> step with the rule (or "manual") and the metric values; it may be
 edited by hand (set `rule: manual` so a later rule run keeps the pick). Prediction reads only this file.
 
@@ -30,6 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from src import thresholds
 from src.config import Config, load_config, load_saved_sections
 from src.errors import ArgParser, UserError, cli
 from src.fileio import read_json, write_text
@@ -37,7 +39,7 @@ from src.rundir import RunDir, check_probs, checkpoint_dirs
 from src.runguard import run_lock
 
 RULES = ("best_f1", "best_loss", "balanced")
-COLUMNS = ["step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned"]
+COLUMNS = ["step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned", "score"]
 HEADER = """\
 # Checkpoint selected per fold; `python -m src.predict` reads this file.
 # To pick a checkpoint by hand, set its `step` and `rule: manual` (or run
@@ -305,10 +307,17 @@ def _key(metric: str, value: float) -> float:
     return value if metric == "val_loss" else -value
 
 
+def value(m: dict, metric: str) -> float:
+    """A checkpoint's `metric` from its metrics.json; `score` (the run's metric) falls back to macro-F1 for
+    checkpoints written before it existed."""
+    return float(m.get("score", m.get("f1_tuned")) if metric == "score" else m[metric])
+
+
 def _ranked(fold_dir: Path, metric: str) -> list[tuple[float, int, Path]]:
     """The fold's intact checkpoints, best first by `metric` (ties: earlier step); damaged ones skipped (a note)."""
-    found = [(read_metrics(d, (metric,)), step, d) for step, d in checkpoint_dirs(fold_dir)]
-    return sorted((_key(metric, float(m[metric])), step, d) for m, step, d in found if m is not None)
+    needed = ("f1_tuned",) if metric == "score" else (metric,)
+    found = [(read_metrics(d, needed), step, d) for step, d in checkpoint_dirs(fold_dir)]
+    return sorted((_key(metric, value(m, metric)), step, d) for m, step, d in found if m is not None)
 
 
 def prune(fold_dir: Path, keep: int, metric: str, protect: Path | None = None) -> None:
@@ -325,7 +334,7 @@ def makes_top_k(fold_dir: Path, record: dict, keep: int, metric: str) -> bool:
     if keep <= 0:
         return True
     ranked = _ranked(fold_dir, metric)
-    return len(ranked) < keep or _key(metric, record[metric]) < ranked[keep - 1][0]
+    return len(ranked) < keep or _key(metric, value(record, metric)) < ranked[keep - 1][0]
 
 
 # ---------------------------------------------------------------- tables and selection
@@ -351,11 +360,12 @@ def list_checkpoints(rd: RunDir, fold: int) -> pd.DataFrame:
         m = read_metrics(d)  # a damaged metrics.json: the checkpoint is skipped, with a note
         if m is None:
             continue
-        row = {c: _number(m.get(c)) for c in COLUMNS[1:]}
-        rows.append({"step": step, **row, "per_label_f1": m.get("per_label_f1", {}),
-                     "per_label_f1_at_0.5": m.get("per_label_f1_at_0.5", {}),
+        row = {c: _number(m.get(c)) for c in COLUMNS[1:]} | {"score": _number(value(m, "score"))}
+        rows.append({"step": step, **row, "metric": m.get("metric", "macro_f1"),
+                     "per_label_f1": m.get("per_label_f1", {}), "per_label_f1_at_0.5": m.get("per_label_f1_at_0.5", {}),
                      "has_probs": (d / "valid_probs.npy").is_file(), "dir": d})
-    frame = pd.DataFrame(rows, columns=[*COLUMNS, "per_label_f1", "per_label_f1_at_0.5", "has_probs", "dir"])
+    frame = pd.DataFrame(rows, columns=[*COLUMNS, "metric", "per_label_f1", "per_label_f1_at_0.5", "has_probs",
+                                        "dir"])
     return frame.sort_values("step", ignore_index=True)
 
 
@@ -386,7 +396,7 @@ def pick(table: pd.DataFrame, rule: str, tolerance: float = 0.005) -> int:
     t = table[table["has_probs"]] if "has_probs" in table else table
     if t.empty:
         raise UserError("no checkpoint with valid_probs.npy to select from")
-    f1, loss = t["f1_tuned"].fillna(-np.inf), t["val_loss"].fillna(np.inf)
+    f1, loss = t["score"].fillna(t["f1_tuned"]).fillna(-np.inf), t["val_loss"].fillna(np.inf)  # the run's metric
     if rule == "best_f1":
         order = np.lexsort((t["step"], loss, -f1))
     elif rule == "best_loss":
@@ -488,6 +498,30 @@ def _pick_intact(rd: RunDir, table: pd.DataFrame, fold: int, rule: str, toleranc
         table = table[table["step"] != step]
 
 
+def rescore(cfg: Config, tables: dict[int, pd.DataFrame]) -> None:
+    """Checkpoints scored for another metric than `data.metric` (the run is now judged by another one) get `score`
+    again from their valid_probs.npy and the fold's held-out labels, so the rules follow this command's metric."""
+    metric = cfg.data.metric
+    stale = {k: t for k, t in tables.items() if (t["metric"] != metric).any()}
+    if not stale:
+        return
+    from src.data import load_competition
+    from src.folds import ensure_folds
+
+    comp = load_competition(cfg.data)
+    folds, _ = ensure_folds(cfg, comp, verbose=False)
+    for k, t in stale.items():
+        Y = comp.Y[(folds["fold"] == k).to_numpy()]
+        for i in t.index[(t["metric"] != metric) & t["has_probs"]]:
+            probs = load_valid_probs(t.at[i, "dir"] / "valid_probs.npy", len(comp.labels))
+            if len(probs) != len(Y):
+                raise UserError(f"{t.at[i, 'dir']}/valid_probs.npy holds {len(probs)} rows, fold {k} has {len(Y)} "
+                                "held-out rows: the fold file changed since this run trained")
+            t.at[i, "score"], t.at[i, "metric"] = thresholds.held_out_score(Y, probs, comp.labels, metric), metric
+    note(f"checkpoints of folds {sorted(stale)} were scored for another metric: scored again for {metric} from "
+         "their held-out probabilities")
+
+
 def select(cfg: Config, rd: RunDir | None = None, rule: str | None = None, tolerance: float | None = None,
            folds: list[int] | None = None, manual: dict[int, int] | None = None,
            auto: list[int] | None = None) -> dict[int, int]:
@@ -503,7 +537,7 @@ def select(cfg: Config, rd: RunDir | None = None, rule: str | None = None, toler
     if rule not in RULES:
         raise UserError(f"select.rule must be one of {', '.join(RULES)}, got {rule!r}")
     if not (isinstance(tolerance, (int, float)) and math.isfinite(tolerance) and tolerance >= 0):
-        raise UserError(f"the macro-F1 tolerance (--tolerance, select.tolerance) must be a number >= 0, got "
+        raise UserError(f"the score tolerance (--tolerance, select.tolerance) must be a number >= 0, got "
                         f"{tolerance}")
     available = trained_folds(rd)
     manual, auto = dict(manual or {}), set(auto or [])
@@ -513,6 +547,7 @@ def select(cfg: Config, rd: RunDir | None = None, rule: str | None = None, toler
     todo = available if folds is None else [k for k in folds if k in available]
     entries = {k: v for k, v in saved.items() if k in available}
     tables = {k: list_checkpoints(rd, k) for k in set(todo) | set(manual) | set(auto) | set(entries)}
+    rescore(cfg, tables)
     for k in sorted(set(todo) | auto | set(manual)):
         if k in manual:
             _check_step(rd, tables[k], k, manual[k])
@@ -581,7 +616,8 @@ def main(argv: list[str] | None = None) -> None:
     sel = sub.add_parser("select", help="apply a rule to the non-manual folds, or pick a step by hand")
     sel.add_argument("exp")
     sel.add_argument("--rule", choices=RULES, help="default: the run's select.rule")
-    sel.add_argument("--tolerance", type=float, help="balanced: macro-F1 tolerance (default: select.tolerance)")
+    sel.add_argument("--tolerance", type=float,
+                     help="balanced: tolerance on the score of data.metric (default: select.tolerance)")
     sel.add_argument("--fold", type=int, help="with --step or --auto: the fold to change")
     sel.add_argument("--step", type=int, help="manual pick for --fold")
     sel.add_argument("--auto", action="store_true", help="drop --fold's manual pick; apply the rule")

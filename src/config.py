@@ -34,6 +34,9 @@ class DataConfig:
     text_col: str = ""  # default: the one non-id column of test.csv
     labels: list[str] = field(default_factory=list)  # default: sample_submission's columns after the id
     normalize: str = "none"  # none | tweet: HTML entities, mentions, links, emoji names (src/text.py)
+    # the competition's metric, which decisions, checkpoint selection, blend weights and stacking optimize:
+    # macro_f1 | micro_f1 | samples_f1 | jaccard | roc_auc | log_loss (src/metrics.py)
+    metric: str = "macro_f1"
 
 
 @dataclass
@@ -57,7 +60,7 @@ class TfidfConfig:
     C: float = 1.0  # logreg/svc regularization; cnb: alpha = 1 / C
     solver: str = "lbfgs"  # logreg: lbfgs (~4x faster than liblinear on 28 labels x 44k rows, same F1) | liblinear
     class_weight: str = "balanced"  # balanced | none
-    grid_search: bool = False  # GridSearchCV over grid_C x grid_word_ngram, scored by macro-F1
+    grid_search: bool = False  # GridSearchCV over grid_C x grid_word_ngram, scored by data.metric
     grid_C: list[float] = field(default_factory=lambda: [0.3, 1.0, 3.0])
     grid_word_ngram: list[list[int]] = field(default_factory=lambda: [[1, 1], [1, 2]])
     grid_cv: int = 3
@@ -121,7 +124,7 @@ class TrainConfig:
     # balanced rules pick; a full fine-tune's weights per checkpoint: MiniLM-L6 ~90 MB, base models ~0.5 GB
     keep_top_k: int = 3
     checkpoint_dtype: str = "float32"  # float16 | bfloat16: full/last_n weight files in half the disk (LoRA: float32)
-    keep_metric: str = "f1_tuned"  # metric for keep_top_k (higher is better; val_loss: lower)
+    keep_metric: str = "score"  # for keep_top_k: score (the run's data.metric) | f1_tuned | f1_at_0.5 | val_loss
     group_by_length: bool = True
     ema: float = 0.0  # >0: evaluate and save a moving average of the weights with this decay (e.g. 0.999)
     compile: str = "none"  # none | default | reduce-overhead | max-autotune: torch.compile the training model
@@ -137,7 +140,7 @@ class TrainConfig:
 @dataclass
 class SelectConfig:
     rule: str = "best_f1"  # best_f1 | best_loss | balanced
-    tolerance: float = 0.005  # balanced: within this of the best macro-F1, take the lowest val loss
+    tolerance: float = 0.005  # balanced: within this of the best score (data.metric), take the lowest val loss
 
 
 @dataclass
@@ -392,6 +395,10 @@ def _parse_value(raw: str, tp: Any, key: str) -> Any:
         raise UserError(f"config '{key}' = {raw!r} is not valid YAML ({_yaml_problem(e)})") from None
 
 
+# short names for keys people type often: `metric=jaccard` is data.metric=jaccard
+ALIASES = {"metric": "data.metric"}
+
+
 def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     """Apply `section.key=value` strings and return a new Config.
 
@@ -404,7 +411,7 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         if "=" not in item:
             raise UserError(f"override '{item}' is not key=value")
         key, raw = item.split("=", 1)
-        key = key.strip()
+        key = ALIASES.get(key.strip(), key.strip())
         value = _parse_value(raw, _key_type(key), key)
         if key == "exp":
             check_exp(value)  # also refuses `exp=` (e.g. an unset shell variable), not a silent default
@@ -494,6 +501,9 @@ def check(cfg: Config, need_exp: bool = True) -> Config:
         section, name = key.split(".")
         _check_number(key, getattr(getattr(cfg, section), name), rule)
     _check_lists(cfg)
+    from src.metrics import check_metric
+
+    check_metric(cfg.data.metric)
     if cfg.data.normalize not in NORMALIZE_MODES:
         raise UserError(f"config 'data.normalize' = {cfg.data.normalize!r}: use one of {', '.join(NORMALIZE_MODES)}")
     return cfg

@@ -1,4 +1,5 @@
-"""Blend finished runs: weights on the simplex that maximize OOF macro-F1 after per-label thresholds.
+"""Blend finished runs: weights on the simplex that maximize the OOF score of the competition's metric
+(`data.metric`, macro-F1 by default) after decisions fitted for it.
 
     python -m src.ensemble tfidf tfidf_svc --out blend [--method prob|rank] [--trials 200] [key=value ...]
     python -m src.ensemble mpnet-s42 mpnet-s43 mpnet-s44 --out mpnet-3seeds --equal   # seeds of one config
@@ -28,7 +29,7 @@ from itertools import permutations
 import numpy as np
 import pandas as pd
 
-from src import metrics, report, thresholds
+from src import metrics, report, thresholds, tracking
 from src.composite import mix, percentiles
 from src.config import ThresholdConfig, dump_config
 from src.data import Competition
@@ -41,6 +42,7 @@ from src.runguard import prepare_outputs, run_lock
 
 METHODS = ("prob", "rank")
 STEPS = (0.2, 0.1, 0.05, 0.02, 0.01)
+FINALISTS = 8  # candidates of the search rescored exactly
 
 
 
@@ -60,26 +62,38 @@ def per_label_f1(Y: np.ndarray, probs: np.ndarray, tc: ThresholdConfig, labels: 
     return metrics.f1_per_label(Y, thresholds.predict(probs, th, tc, labels))
 
 
-def score(Y: np.ndarray, probs: np.ndarray, tc: ThresholdConfig, labels: list[str], binned: bool = False) -> float:
-    """OOF macro-F1 after thresholds tuned on the same rows (`binned`: on a 1/1000 grid, for the weight search)."""
+def score(Y: np.ndarray, probs: np.ndarray, tc: ThresholdConfig, labels: list[str], binned: bool = False,
+          metric: str = "macro_f1") -> float:
+    """The OOF score of `metric` (signed: higher is better) after decisions fitted on the same rows. `binned` (the
+    weight search's many candidates): thresholds on a 1/1000 grid, and for a metric of all labels together the best
+    of those (min_one off and on) and the relative-to-max rule, without coordinate ascent."""
+    sign = -1.0 if metric in metrics.LOWER_IS_BETTER else 1.0
+    if metric in metrics.THRESHOLD_FREE:
+        return sign * metrics.score(metric, Y, None, probs)
     if not binned:
-        return float(per_label_f1(Y, probs, tc, labels).mean())
-    return metrics.macro_f1(Y, thresholds.predict(probs, thresholds.tune_binned(Y, probs, tc), tc, labels))
-
+        if metric == "macro_f1":
+            return float(per_label_f1(Y, probs, tc, labels).mean())
+        return metrics.score(metric, Y, thresholds.fit(Y, probs, tc, labels, metric)(probs))
+    th = thresholds.tune_binned(Y, probs, tc)
+    if metric == "macro_f1":
+        return metrics.macro_f1(Y, thresholds.predict(probs, th, tc, labels))
+    rules = [thresholds.Decider(th, m, thresholds.exclusive_columns(tc, labels)) for m in (False, True)]
+    return max(metrics.score(metric, Y, d(probs)) for d in [*rules, thresholds.relative(Y, probs, metric, th)])
 
 
 def optimize(X: np.ndarray, Y: np.ndarray, tc: ThresholdConfig, labels: list[str], trials: int = 200,
-             seed: int = 0, equal: bool = False) -> tuple[np.ndarray, float]:
+             seed: int = 0, equal: bool = False, metric: str = "macro_f1") -> tuple[np.ndarray, float]:
     """Weights (non-negative, sum 1) over X's members maximizing `score` (`equal`: 1/n each); returns
-    (weights, score). The search scores candidates with binned thresholds; the result is rescored exactly and is
-    never below the best single member."""
+    (weights, score). The search scores candidates with binned thresholds; its pick and the best of the first
+    draws are rescored exactly, and the result is never below the best single member."""
     n = len(X)
     blend = lambda w: mix(w, X)
     if equal:
-        return np.full(n, 1 / n), score(Y, blend(np.full(n, 1 / n)), tc, labels)
+        return np.full(n, 1 / n), score(Y, blend(np.full(n, 1 / n)), tc, labels, metric=metric)
     rng = np.random.default_rng(seed)
     candidates = [np.full(n, 1 / n), *np.eye(n), *rng.dirichlet(np.ones(n), size=trials if n > 1 else 0)]
-    scores = [score(Y, blend(w), tc, labels, binned=True) for w in candidates]
+    scores = [score(Y, blend(w), tc, labels, True, metric) for w in candidates]
+    runners_up = [candidates[i] for i in np.argsort(scores)[::-1][1:FINALISTS]]
     i = int(np.argmax(scores))
     w, best = candidates[i].copy(), scores[i]
     for step in STEPS:  # move `step` of weight from one member to another while that helps
@@ -93,30 +107,33 @@ def optimize(X: np.ndarray, Y: np.ndarray, tc: ThresholdConfig, labels: list[str
                 trial = w.copy()
                 trial[a] -= d
                 trial[b] += d
-                s = score(Y, blend(trial), tc, labels, binned=True)
+                s = score(Y, blend(trial), tc, labels, True, metric)
                 if s > best + 1e-12:
                     w, best, improved = trial, s, True
-    finalists = [w, *np.eye(n)]  # the search's pick, rescored exactly beside each member alone
-    exact = [score(Y, blend(c), tc, labels) for c in finalists]
+    # the search's pick rescored exactly beside the first draws' runners-up and each member alone: the search's
+    # score is an approximation (binned thresholds; for a metric of all labels together, no ascent)
+    finalists = [w, *runners_up, *np.eye(n)]
+    exact = [score(Y, blend(c), tc, labels, metric=metric) for c in finalists]
     i = int(np.argmax(exact))  # first of equals: the search's pick wins ties
     return finalists[i].copy(), exact[i]
 
 
 def nested(X: np.ndarray, Y: np.ndarray, fold: np.ndarray, tc: ThresholdConfig, labels: list[str], trials: int,
-           seed: int, equal: bool = False) -> tuple[float, list[float], dict[int, np.ndarray]]:
-    """Macro-F1 when each fold's rows get weights and thresholds fitted on the other folds only.
+           seed: int, equal: bool = False, metric: str = "macro_f1"
+           ) -> tuple[float, list[float], dict[int, np.ndarray]]:
+    """The metric when each fold's rows get weights and decisions fitted on the other folds only.
 
-    Returns (blend, [each member with thresholds fitted on the other folds], {fold: its weights})."""
-    P_blend = np.zeros_like(Y)
+    Returns (blend, [each member with decisions fitted on the other folds], {fold: its weights})."""
+    P_blend, B_held = np.zeros_like(Y), np.zeros(Y.shape)
     weights = {}
     for k in tqdm(np.unique(fold), desc="nested estimate", unit="fold"):
         fit, held = fold != k, fold == k
-        w, _ = optimize(X[:, fit], Y[fit], tc, labels, trials, seed, equal)
-        b_fit, b_held = mix(w, X[:, fit]), mix(w, X[:, held])
-        P_blend[held] = thresholds.predict(b_held, thresholds.tune(Y[fit], b_fit, tc), tc, labels)
+        w, _ = optimize(X[:, fit], Y[fit], tc, labels, trials, seed, equal, metric)
+        b_fit, B_held[held] = mix(w, X[:, fit]), mix(w, X[:, held])
+        P_blend[held] = thresholds.fit(Y[fit], b_fit, tc, labels, metric)(B_held[held])
         weights[int(k)] = w
-    members = [metrics.macro_f1(Y, thresholds.crossfit(Y, x, fold, tc, labels)) for x in X]
-    return metrics.macro_f1(Y, P_blend), members, weights
+    members = [metrics.score(metric, Y, thresholds.crossfit(Y, x, fold, tc, labels, metric), x) for x in X]
+    return metrics.score(metric, Y, P_blend, B_held), members, weights
 
 
 def fold_tests(names: list[str], members: list[Member], method: str, checkpoints_dir: str, comp: Competition,
@@ -144,24 +161,29 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
     X, X_test = transform(members, method)
     X = X[:, rows]
 
-    w, best = optimize(X, Y, tc, comp.labels, trials, seed, equal)
-    member_f1 = [score(Y, x, tc, comp.labels) for x in X]
-    info = {"method": method, "trials": 0 if equal else trials, "seed": seed, "equal": equal,
+    m = cfg.data.metric
+    sign = -1 if m in metrics.LOWER_IS_BETTER else 1  # score() is signed, the reported values are the metric's own
+    w, best = optimize(X, Y, tc, comp.labels, trials, seed, equal, m)
+    member_scores = [score(Y, x, tc, comp.labels, metric=m) for x in X]
+    info = {"metric": m, "method": method, "trials": 0 if equal else trials, "seed": seed, "equal": equal,
             "fold_file": str(fold_file),
-            "members": {n: {"weight": round(float(wi), 4), "oof_macro_f1": round(f, 6)}
-                        for n, wi, f in zip(names, w, member_f1)},
-            "oof_macro_f1": round(best, 6),
-            "note": "in-sample: weights and thresholds are both fitted on this OOF (optimistic)"}
+            "members": {n: {"weight": round(float(wi), 4), f"oof_{m}": round(sign * f, 6)}
+                        for n, wi, f in zip(names, w, member_scores)},
+            f"oof_{m}": round(sign * best, 6),
+            "note": "in-sample: weights and decisions are both fitted on this OOF (optimistic)"}
     fold_weights = {int(k): w for k in np.unique(fold)}  # with the nested estimate: each fold's own weights
     if with_nested:
-        nb, nm, fold_weights = nested(X, Y, fold, tc, comp.labels, trials, seed, equal)
-        info["nested_macro_f1"] = round(nb, 6)
+        nb, nm, fold_weights = nested(X, Y, fold, tc, comp.labels, trials, seed, equal, m)
+        info[f"nested_{m}"] = round(nb, 6)
         for n, v in zip(names, nm):
-            info["members"][n]["nested_macro_f1"] = round(v, 6)
-        top = max(names, key=lambda n: info["members"][n]["nested_macro_f1"])
-        if nb < info["members"][top]["nested_macro_f1"]:
-            info["warning"] = (f"the blend's nested estimate {nb:.4f} is below its member '{top}''s "
-                               f"{info['members'][top]['nested_macro_f1']:.4f}: "
+            info["members"][n][f"nested_{m}"] = round(v, 6)
+        top = names[0]
+        for n in names:
+            if metrics.better(m, info["members"][n][f"nested_{m}"], info["members"][top][f"nested_{m}"]):
+                top = n
+        if metrics.better(m, info["members"][top][f"nested_{m}"], nb):
+            info["warning"] = (f"the blend's nested {m} {nb:.4f} is worse than its member '{top}''s "
+                               f"{info['members'][top][f'nested_{m}']:.4f}: "
                                + ("its weights fit noise in the OOF rows; " if not equal else "")
                                + f"submit '{top}' alone" + ("" if equal else ", try --equal weights")
                                + ", or leave the weak members out")
@@ -178,22 +200,24 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
         write_probs(rd.oof, list(np.asarray(comp.train_ids, dtype=object)[rows]), mix(w, X), comp.labels, fold)
         write_probs(rd.test, comp.test_ids, mix(w, X_test), comp.labels)
         write_test_folds(rd, comp.test_ids, comp.labels, per_fold_test)
-        result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
+        result = finalize(cfg, comp, folds, wall_s=time.time() - t0, track=False)
         result["ensemble"] = info
         write_json(rd.metrics, result)
+        tracking.log_run(cfg, rd)
         if cfg.output.plots:
             f1s = {n: pd.Series(per_label_f1(Y, x, tc, comp.labels), index=comp.labels) for n, x in zip(names, X)}
             report.f1_comparison({**f1s, out: pd.Series(result["per_label_f1"])}, rd.report / "blend_f1.png",
                                  "Per-label OOF F1 (tuned thresholds): members and blend")
 
-    print(f"\n[{out}] {method} blend of {len(names)} runs (OOF macro-F1 after per-label thresholds):")
+    m = info["metric"]
+    print(f"\n[{out}] {method} blend of {len(names)} runs (OOF {m} after decisions fitted for it):")
     nest = "nested" if with_nested else ""
     print(f"  {'run':<24}{'weight':>8}{'OOF':>9}{nest:>9}")
     for n in names:
-        m = info["members"][n]
-        print(f"  {n:<24}{m['weight']:>8.3f}{m['oof_macro_f1']:>9.4f}"
-              + (f"{m['nested_macro_f1']:>9.4f}" if with_nested else ""))
-    print(f"  {out:<24}{1:>8.3f}{best:>9.4f}" + (f"{info['nested_macro_f1']:>9.4f}" if with_nested else ""))
+        r = info["members"][n]
+        nested_col = f"{r[f'nested_{m}']:>9.4f}" if with_nested else ""
+        print(f"  {n:<24}{r['weight']:>8.3f}{r[f'oof_{m}']:>9.4f}{nested_col}")
+    print(f"  {out:<24}{1:>8.3f}{info[f'oof_{m}']:>9.4f}" + (f"{info[f'nested_{m}']:>9.4f}" if with_nested else ""))
     if with_nested:
         print("  OOF: weights and thresholds fitted on all OOF rows (optimistic); nested: fitted on the other "
               "folds for each fold's rows")
@@ -204,7 +228,7 @@ def blend(names: list[str], out: str, overrides: list[str] | None = None, method
 
 @cli
 def main(argv: list[str] | None = None) -> dict:
-    p = ArgParser(prog="python -m src.ensemble", description="Blend runs on OOF macro-F1.")
+    p = ArgParser(prog="python -m src.ensemble", description="Blend runs on the OOF score of data.metric.")
     p.add_argument("runs", nargs="+", help="experiment names under checkpoints/, then optional key=value overrides "
                                            "(e.g. data.data_dir=... thresholds.min_one=true)")
     p.add_argument("--out", required=True, help="name of the blend run (checkpoints/<out>/, submissions/<out>.csv)")

@@ -85,6 +85,13 @@ def fold_label_counts(folds: pd.DataFrame, comp: Competition) -> pd.DataFrame:
     return counts
 
 
+def counts_text(counts: pd.DataFrame, width: int = 120) -> str:
+    """The fold table as text: folds as rows, or (wider than `width`, e.g. GoEmotions' 28 labels) labels as rows,
+    so a terminal or log never wraps it."""
+    text = counts.to_string()
+    return text if max(map(len, text.splitlines())) <= width else counts.T.to_string()
+
+
 def parse_folds(text: str, n_folds: int | None = None) -> list[int]:
     """`--folds 0,3` or `0-4,7` as a list of folds, taken literally: no empty item, each a plain number or range
     (in 0..n_folds-1 when given), none twice; a selection naming no fold is an error."""
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     check_run_data(cfg, comp, RunDir.of(cfg))  # train.sh's first step: another dataset's run folder writes nothing
     folds, path = ensure_folds(cfg, comp)
     print(f"{path}: {len(folds)} rows, {cfg.folds.n_folds} folds; positives per label and fold:")
-    print(fold_label_counts(folds, comp).to_string())
+    print(counts_text(fold_label_counts(folds, comp)))
 
 
 if __name__ == "__main__":

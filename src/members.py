@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from src import tracking
 from src.config import Config, load_config, load_saved_sections
 from src.data import Competition, fold_path, load_competition
 from src.errors import UserError
@@ -93,6 +94,7 @@ def load_members(names: list[str], out: str, overrides: list[str], what: str = "
     first = _member_dir(base.output.checkpoints_dir, names[0])
     cfg = load_saved_sections(first.config, ["data", "folds", "thresholds"], [*overrides, f"exp={out}"])
     cfg.folds.run = []
+    tracking.check(cfg.train.report_to)  # --wandb without the package or a key: said before any work
     comp = load_competition(cfg.data)
     check_run_data(cfg, comp, RunDir.of(cfg))  # before the fold file is made
     folds, fold_file = ensure_folds(cfg, comp, verbose=False)

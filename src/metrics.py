@@ -1,9 +1,19 @@
-"""Multi-label metrics: per-label accuracy/precision/recall/F1/ROC-AUC, macro/micro F1, Jaccard."""
+"""Multi-label metrics: per-label accuracy/precision/recall/F1/ROC-AUC, and the competition metrics a run can be
+judged by (`data.metric`): macro_f1, micro_f1, samples_f1, jaccard (sample-wise; a row with no gold and no
+predicted label counts 1, as SemEval-2018 E-c scores it), roc_auc (the mean over labels) and log_loss.
+The first four score 0/1 decisions, the last two probabilities (no thresholds)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from src.errors import UserError
+
+METRICS = ("macro_f1", "micro_f1", "samples_f1", "jaccard", "roc_auc", "log_loss")
+THRESHOLD_FREE = ("roc_auc", "log_loss")  # scored on probabilities: decisions do not change them
+SAMPLE_WISE = ("samples_f1", "jaccard")  # one score per row, averaged
+LOWER_IS_BETTER = ("log_loss",)
 
 
 def _safe_div(a, b):
@@ -64,5 +74,53 @@ def per_label_table(Y: np.ndarray, P: np.ndarray, probs: np.ndarray | None, labe
     return table
 
 
-def summary(Y: np.ndarray, P: np.ndarray) -> dict[str, float]:
-    return {"macro_f1": macro_f1(Y, P), "micro_f1": micro_f1(Y, P), "jaccard": jaccard(Y, P)}
+def samples_f1(Y: np.ndarray, P: np.ndarray) -> float:
+    """Mean per-row F1 of the row's labels; a row with both empty counts 1 (as Jaccard)."""
+    Y, P = np.asarray(Y, bool), np.asarray(P, bool)
+    inter, size = (Y & P).sum(1), Y.sum(1) + P.sum(1)
+    return float(np.where(size == 0, 1.0, _safe_div(2 * inter, size)).mean())
+
+
+def mean_roc_auc(Y: np.ndarray, probs: np.ndarray) -> float:
+    """ROC-AUC averaged over the labels that have both classes (Jigsaw's mean column-wise ROC-AUC)."""
+    values = [roc_auc(Y[:, j], probs[:, j]) for j in range(np.shape(Y)[1])]
+    values = [v for v in values if not np.isnan(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def log_loss(Y: np.ndarray, probs: np.ndarray, eps: float = 1e-7) -> float:
+    """Binary cross-entropy averaged over rows and labels (probabilities clipped to [eps, 1 - eps])."""
+    p = np.clip(np.asarray(probs, np.float64), eps, 1 - eps)
+    Y = np.asarray(Y, np.float64)
+    return float(-(Y * np.log(p) + (1 - Y) * np.log(1 - p)).mean())
+
+
+DECISION_FNS = {"macro_f1": macro_f1, "micro_f1": micro_f1, "samples_f1": samples_f1, "jaccard": jaccard}
+PROBABILITY_FNS = {"roc_auc": mean_roc_auc, "log_loss": log_loss}
+
+
+def check_metric(name: str) -> str:
+    if name not in METRICS:
+        raise UserError(f"data.metric must be one of {', '.join(METRICS)}, got {name!r}")
+    return name
+
+
+def score(name: str, Y: np.ndarray, P: np.ndarray | None, probs: np.ndarray | None = None) -> float:
+    """The metric `name` of decisions P (threshold-free metrics: of `probs`)."""
+    check_metric(name)
+    return PROBABILITY_FNS[name](Y, probs) if name in THRESHOLD_FREE else DECISION_FNS[name](Y, P)
+
+
+def better(name: str, a: float, b: float) -> bool:
+    """Whether score a beats score b under metric `name` (NaN never does)."""
+    if np.isnan(a):
+        return False
+    return np.isnan(b) or (a < b if name in LOWER_IS_BETTER else a > b)
+
+
+def summary(Y: np.ndarray, P: np.ndarray, probs: np.ndarray | None = None, first: str = "macro_f1") -> dict:
+    """Every metric of decisions P (and of probabilities, given them), the chosen one (`first`) first."""
+    out = {name: fn(Y, P) for name, fn in DECISION_FNS.items()}
+    if probs is not None:
+        out |= {name: fn(Y, probs) for name, fn in PROBABILITY_FNS.items()}
+    return {first: out[first], **out} if first in out else out

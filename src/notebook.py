@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from src import smoke
+from src import progress, smoke  # noqa: F401  (progress first: quiets tqdm's IProgress warning in notebooks)
 from src.config import Config, load_config, to_dict
 from src.data import find_data_dir
 from src.rundir import RunDir, partial_reason

@@ -34,6 +34,7 @@ from src.apply import COMPOSITES, Run, decide, open_pack, open_run, probs
 from src.errors import ArgParser, UserError, cli
 from src.fileio import write_json
 from src.folds import folds_for_run
+from src.metrics import THRESHOLD_FREE
 from src.rundir import RunDir
 from src.runguard import check_idle
 
@@ -186,11 +187,11 @@ def predict_packed(pack_dir: str | Path, exp: str, data_dir: str | Path, out_dir
     if sorted(comp.labels) != sorted(run.labels):
         raise UserError(f"{data_dir} has the labels {comp.labels}; the packed run predicts {run.labels}")
     P = probs(run, comp.test[comp.text_col].fillna("").tolist())
-    decisions = decide(run, P)[:, [run.labels.index(lab) for lab in comp.labels]]
-    sub = submission.build(comp.test_ids, decisions, comp.sample)
+    as_probs = run.cfg.data.metric in THRESHOLD_FREE and submission.holds_floats(comp.sample)
+    values = (P if as_probs else decide(run, P))[:, [run.labels.index(lab) for lab in comp.labels]]
+    sub = submission.build(comp.test_ids, values, comp.sample, probabilities=as_probs)
     rd = RunDir(out_dir / "checkpoints" / run.rd.root.name, out_dir / "submissions")
-    submission.validate(sub, comp.sample, f"refusing to write {rd.submission}")
-    submission.write(sub, comp.sample, rd.submission)
+    submission.write(sub, comp.sample, rd.submission, as_probs)
     shutil.copy2(rd.submission, out_dir / "submission.csv")
     print(f"[{run.rd.root.name}] {len(comp.test)} test texts -> {out_dir / 'submission.csv'} "
           f"({time.time() - t0:.0f} s" + (f"; a partial run: {run.covers}" if run.covers else "") + ")")

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from src import metrics, report, submission, teacher, thresholds
+from src import metrics, report, submission, teacher, thresholds, tracking
 from src.config import Config, dump_config, to_dict
 from src.data import Competition, load_competition
 from src.errors import UserError
@@ -29,6 +29,7 @@ def check_config(cfg: Config) -> None:
     from src.checkpoints import RULES
 
     family(cfg.model_type)
+    tracking.check(cfg.train.report_to)
     if cfg.thresholds.mode not in thresholds.MODES:
         raise UserError(f"thresholds.mode must be one of {', '.join(thresholds.MODES)}, got {cfg.thresholds.mode!r}")
     if cfg.select.rule not in RULES:
@@ -57,8 +58,9 @@ def setup_run(cfg: Config, verbose: bool = True) -> tuple[Competition, pd.DataFr
     return comp, folds, rd
 
 
-def run(cfg: Config) -> dict:
-    """Train every fold of the configured model, then finalize. Returns the run's metrics.
+def run(cfg: Config, callbacks: tuple = ()) -> dict:
+    """Train every fold of the configured model, then finalize. Returns the run's metrics. `callbacks` (transformer
+    runs: src.tune's pruning) get each evaluation's record (`src.train.train_folds`).
 
     Everything that can be checked is checked before the first write (config, data, folds, the family's settings
     and reusable folds, writable output folders), so a bad run leaves the previous run's files as they were."""
@@ -71,18 +73,39 @@ def run(cfg: Config) -> dict:
     preflight(cfg, comp, folds, rd)
     with run_lock(rd):
         prepare_outputs(rd, cfg, comp)
-        return _run_in(cfg, comp, folds, rd, fold_file, t0)
+        return _run_in(cfg, comp, folds, rd, fold_file, t0, callbacks)
 
 
-def _run_in(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, fold_file, t0: float) -> dict:
+def _run_in(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, fold_file, t0: float,
+            callbacks: tuple = ()) -> dict:
     """The locked part of `run`: config.yaml (put back if the run fails), the family's run, finalize."""
     with kept_on_failure(rd.config):
+        say_decision_changes(rd, cfg)
         write_text(rd.config, dump_config(cfg, absolute=True))
         print(f"[{cfg.exp}] {cfg.model_type} on {comp.name}: {len(comp.train)} train / {len(comp.test)} test rows, "
               f"{len(comp.labels)} labels, folds {fold_file}"
               + (f"; partial run ({partial_reason(cfg)}): outputs in {rd.out}" if rd.partial else ""))
-        family(cfg.model_type).run(cfg, comp, folds, rd)
+        family(cfg.model_type).run(cfg, comp, folds, rd, **({"callbacks": callbacks} if callbacks else {}))
         return finalize(cfg, comp, folds, wall_s=time.time() - t0)
+
+
+def say_decision_changes(rd: RunDir, cfg: Config) -> None:
+    """A rerun decides with this command's settings; where the run's config.yaml holds others (a `finalize --exp X
+    thresholds.min_one=true` recorded them), say so, one line each, with the override that keeps them."""
+    try:
+        saved = yaml.safe_load(read_text(rd.config)) if rd.config.is_file() else None
+    except (UserError, yaml.YAMLError):
+        return
+    if not isinstance(saved, dict):
+        return
+    now = to_dict(cfg)
+    for section, key in [("data", "metric"), *(("thresholds", k) for k in now["thresholds"])]:
+        before = (saved.get(section) or {}).get(key) if isinstance(saved.get(section), dict) else None
+        if before is not None and before != now[section][key]:
+            keep = yaml.safe_dump(before, default_flow_style=True).removesuffix("...\n").strip()
+            print(f"[{cfg.exp}] note: {section}.{key} is {before!r} in {rd.config} (set by a finalize?), "
+                  f"{now[section][key]!r} in this config: this run decides with {now[section][key]!r}; pass "
+                  f"{section}.{key}={keep} to keep it")
 
 
 @contextlib.contextmanager
@@ -145,9 +168,10 @@ def load_test(rd: RunDir, comp: Competition) -> pd.DataFrame | None:
 
 
 def finalize(cfg: Config, comp: Competition | None = None, folds: pd.DataFrame | None = None,
-             wall_s: float | None = None, partial_submission: bool = False) -> dict:
+             wall_s: float | None = None, partial_submission: bool = False, track: bool = True) -> dict:
     """Tune thresholds on oof.csv, write metrics, plots and (for complete runs, or with `partial_submission` for a
-    run of some folds: submissions/<exp>-partial.csv from those folds' models) the submission."""
+    run of some folds: submissions/<exp>-partial.csv from those folds' models) the submission; with
+    `train.report_to: wandb` log the run's W&B summary (`track=False`: the caller adds to metrics.json and logs it)."""
     comp = comp or load_competition(cfg.data)
     if folds is None:
         folds, _ = ensure_folds(cfg, comp, verbose=False)
@@ -158,6 +182,8 @@ def finalize(cfg: Config, comp: Competition | None = None, folds: pd.DataFrame |
     with run_lock(rd):
         result = _finalize(cfg, comp, folds, rd, wall_s, partial_submission)
         record_thresholds(rd, cfg)
+        if track:
+            tracking.log_run(cfg, rd)
         return result
 
 
@@ -166,8 +192,10 @@ def _say(cfg: Config, rd: RunDir, table: pd.DataFrame, result: dict, n_train: in
     print(table.round(3).to_string())
     print(f"[{cfg.exp}] the worst OOF errors per label (false positives/negatives, with texts): "
           f"{rd.report / 'errors.csv'}")
-    cross = result["oof_crossfit"]
-    print(f"[{cfg.exp}] OOF macro-F1 {result['oof']['macro_f1']:.4f} ("
+    cross, m = result["oof_crossfit"], result["metric"]
+    first = "" if m == "macro_f1" else f"{m} {result['oof'][m]:.4f} (decided on the other folds: " + (
+        f"{cross[m]:.4f}; " if cross else "") + f"at 0.5: {result['oof_at_0.5'][m]:.4f}), "
+    print(f"[{cfg.exp}] OOF {first}macro-F1 {result['oof']['macro_f1']:.4f} ("
           + (f"thresholds tuned on the other folds: {cross['macro_f1']:.4f}; " if cross else "")
           + f"at 0.5: {result['oof_at_0.5']['macro_f1']:.4f}), "
           f"micro-F1 {result['oof']['micro_f1']:.4f}, Jaccard {result['oof']['jaccard']:.4f}"
@@ -179,15 +207,20 @@ def _say(cfg: Config, rd: RunDir, table: pd.DataFrame, result: dict, n_train: in
 
 
 def record_thresholds(rd: RunDir, cfg: Config) -> None:
-    """Keep config.yaml true to the outputs: a finalize with other threshold settings rewrites that section."""
+    """Keep config.yaml true to the outputs: a finalize with other threshold settings or another `data.metric`
+    (`finalize --exp X data.metric=jaccard`: the run decided again for another metric) rewrites them."""
     if not rd.config.is_file():
         return
     saved = yaml.safe_load(read_text(rd.config)) or {}
-    now = to_dict(cfg)["thresholds"]
-    if isinstance(saved, dict) and saved.get("thresholds") != now:
-        saved["thresholds"] = now
+    now = to_dict(cfg)
+    if not isinstance(saved, dict):
+        return
+    changed = saved.get("thresholds") != now["thresholds"] or (saved.get("data") or {}).get("metric") != cfg.data.metric
+    if changed:
+        saved["thresholds"] = now["thresholds"]
+        saved.setdefault("data", {})["metric"] = cfg.data.metric
         write_text(rd.config, yaml.safe_dump(saved, sort_keys=False))
-        print(f"[{cfg.exp}] {rd.config}: thresholds section updated to this finalize's settings")
+        print(f"[{cfg.exp}] {rd.config}: thresholds and metric updated to this finalize's settings")
 
 
 def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, wall_s: float | None,
@@ -196,21 +229,24 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
     test = load_test(rd, comp)  # both files checked before anything is written
     rows = oof.attrs["rows"]
     Y = comp.Y[rows]
-    th = thresholds.tune(Y, probs, cfg.thresholds)
-    P = thresholds.predict(probs, th, cfg.thresholds, comp.labels)
+    metric = cfg.data.metric
+    decide = thresholds.fit(Y, probs, cfg.thresholds, comp.labels, metric)
+    P = decide(probs)
     table = metrics.per_label_table(Y, P, probs, comp.labels)
     fold_of_row = folds["fold"].to_numpy()[rows]
+    several = len(np.unique(fold_of_row)) > 1
     result = {
         "exp": cfg.exp,
         "model_type": cfg.model_type,
+        "metric": metric,
         "complete": complete,
         "folds": sorted(map(int, np.unique(fold_of_row))),
         "oof_rows": len(oof),
-        "oof": metrics.summary(Y, P),
-        "oof_at_0.5": metrics.summary(Y, probs >= 0.5),
-        # honest: each fold's rows decided by thresholds tuned on the other folds (null for a one-fold run)
-        "oof_crossfit": metrics.summary(Y, thresholds.crossfit(Y, probs, fold_of_row, cfg.thresholds, comp.labels))
-        if len(np.unique(fold_of_row)) > 1 else None,
+        "oof": metrics.summary(Y, P, probs, first=metric),
+        "oof_at_0.5": metrics.summary(Y, probs >= 0.5, probs, first=metric),
+        # honest: each fold's rows decided by a rule fitted on the other folds (null for a one-fold run)
+        "oof_crossfit": metrics.summary(Y, thresholds.crossfit(Y, probs, fold_of_row, cfg.thresholds, comp.labels,
+                                                               metric), probs, first=metric) if several else None,
         "per_label_f1": table["f1"].round(6).to_dict(),
         "per_fold_macro_f1": {int(k): metrics.macro_f1(Y[fold_of_row == k], P[fold_of_row == k])
                               for k in np.unique(fold_of_row)},
@@ -218,23 +254,24 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
     }
     if wall_s is not None:
         result["wall_s"] = round(wall_s, 2)
+    as_probs = metric in metrics.THRESHOLD_FREE and submission.holds_floats(comp.sample)
     submit = not rd.partial or (partial_submission and test is not None)
     sub = None if not submit else submission.build(
-        test["id"].tolist(), thresholds.predict(test[comp.labels].to_numpy(), th, cfg.thresholds, comp.labels),
-        comp.sample)
+        test["id"].tolist(), (lambda p: p if as_probs else decide(p))(test[comp.labels].to_numpy()), comp.sample,
+        probabilities=as_probs)
     if sub is not None:
-        submission.validate(sub, comp.sample, f"refusing to write {rd.submission}")
-    write_json(rd.thresholds, thresholds.to_json(comp.labels, th, cfg.thresholds))
+        submission.validate(sub, comp.sample, f"refusing to write {rd.submission}", as_probs)
+    write_json(rd.thresholds, decide.to_json(comp.labels, cfg.thresholds))
     write_csv(rd.per_label, table.reset_index(), float_format="%.4f")
     errors = report.error_table([comp.train_ids[i] for i in rows], [comp.train_texts[i] for i in rows], Y, probs,
-                                np.asarray(th, dtype=np.float64), comp.labels)
+                                np.asarray(decide.thresholds, dtype=np.float64), comp.labels)
     write_csv(rd.report / "errors.csv", errors)
     if cfg.output.plots:
         report.write_all(rd.report, Y, probs, P, table, comp.labels)
     _say(cfg, rd, table, result, len(comp.train), wall_s)
     if sub is not None:
         path = rd.submissions_dir / f"{cfg.exp}-partial.csv" if rd.partial else rd.submission
-        submission.write(sub, comp.sample, path)
+        submission.write(sub, comp.sample, path, as_probs)
         result["submission"] = str(path)
         print(f"[{cfg.exp}] submission: {path}" + (f" (from folds {result['folds']} only)" if rd.partial else ""))
     write_json(rd.metrics, result)

@@ -220,11 +220,11 @@ def predict_folds(cfg: Config, rd: RunDir, texts: list[str]) -> dict[int, np.nda
     return {k: predict_checkpoint(cfg, rd.step(k, int(saved[k]["step"])), labels, texts) for k in folds_for_run(cfg)}
 
 
-def run(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir) -> None:
+def run(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, callbacks: tuple = ()) -> None:
     """The transformer family: train every fold (resuming), select checkpoints by the config's rule, predict."""
     from src.train import train_folds
 
-    train_folds(cfg, comp, folds, rd)
+    train_folds(cfg, comp, folds, rd, callbacks)
     checkpoints.select(cfg, rd, folds=folds_for_run(cfg))
     predict(cfg, comp, folds, rd)
 

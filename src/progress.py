@@ -10,10 +10,16 @@ and no transient inner bars (`leave=False`), whose cursor moves would litter a l
 from __future__ import annotations
 
 import sys
+import warnings
 
+from tqdm import TqdmWarning
 from tqdm import tqdm as _text_bar
 
 from src.errors import env_seconds
+
+# In a notebook without ipywidgets, tqdm.auto (the Hugging Face libraries' bars) warns "IProgress not found" and
+# falls back to text bars, which is what this module chooses there too: the fallback stays, the warning goes.
+warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
 
 
 def _notebook_widgets() -> bool:

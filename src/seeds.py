@@ -114,19 +114,18 @@ def main(argv: list[str] | None = None) -> dict:
                 [*(x for x in a.overrides if not x.startswith("exp=")), f"output.checkpoints_dir={o.checkpoints_dir}",
                  f"output.submissions_dir={o.submissions_dir}", f"output.plots={str(o.plots).lower()}"], equal=True)
     info, width = avg["ensemble"], max(len(n) for n in [out, "mean of the runs", *(n for n, _, _ in runs)]) + 2
-    f1 = np.array([r["oof"]["macro_f1"] for _, r, _ in runs])
-    print(f"\n[{out}] equal-weight average of {len(runs)} runs (OOF macro-F1 after per-label thresholds):")
+    m = info["metric"]  # data.metric: each run's figure, the nested ones and the average's, all of it
+    own = np.array([r["oof"][m] for _, r, _ in runs])
+    print(f"\n[{out}] equal-weight average of {len(runs)} runs (OOF {m} after decisions fitted for it):")
     print(f"  {'run':<{width}}{'OOF':>8}{'nested':>8}{'wall s':>9}")
     for name, r, wall in runs:
-        print(f"  {name:<{width}}{r['oof']['macro_f1']:>8.4f}{info['members'][name]['nested_macro_f1']:>8.4f}"
-              f"{wall:>9.1f}")
-    print(f"  {'mean of the runs':<{width}}{f1.mean():>8.4f}  (sd {f1.std(ddof=1):.4f})")
-    print(f"  {out:<{width}}{info['oof_macro_f1']:>8.4f}{info['nested_macro_f1']:>8.4f}{time.time() - t0:>9.1f}")
-    print("  nested: each fold's rows decided by thresholds tuned on the other folds; submission: "
+        print(f"  {name:<{width}}{r['oof'][m]:>8.4f}{info['members'][name][f'nested_{m}']:>8.4f}{wall:>9.1f}")
+    print(f"  {'mean of the runs':<{width}}{own.mean():>8.4f}  (sd {own.std(ddof=1):.4f})")
+    print(f"  {out:<{width}}{info[f'oof_{m}']:>8.4f}{info[f'nested_{m}']:>8.4f}{time.time() - t0:>9.1f}")
+    print("  nested: each fold's rows decided by a rule fitted on the other folds; submission: "
           f"{avg.get('submission')}")
-    return {"runs": {name: {"oof_macro_f1": r["oof"]["macro_f1"], "wall_s": round(wall, 2)} for name, r, wall in runs},
+    return {"metric": m, "runs": {name: {f"oof_{m}": r["oof"][m], "wall_s": round(wall, 2)} for name, r, wall in runs},
             "average": avg}
-
 
 if __name__ == "__main__":
     main()

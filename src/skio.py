@@ -23,7 +23,7 @@ def save(obj, path: Path) -> Path:
     import skops.io as sio
 
     with atomic_path(path) as tmp:
-        sio.dump(obj, tmp)
+        sio.dump(obj, tmp, compression=__import__("zipfile").ZIP_DEFLATED, compresslevel=1)
     return path
 
 

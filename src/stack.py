@@ -21,7 +21,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from src import metrics, report, thresholds
+from src import metrics, report, thresholds, tracking
 from src.composite import Stackers, features
 from src.config import dump_config
 from src.ensemble import per_label_f1, score
@@ -86,10 +86,12 @@ def stack(names: list[str], out: str, overrides: list[str] | None = None, C: flo
     X_test_folds = None if tests is None else {k: np.stack([t[k] for t in tests]) for k in ks}
     oof, test, per_fold, stackers = fit_predict(X, Y, fold, X_test, C, X_test_folds)
 
-    crossfit = lambda p: metrics.macro_f1(Y, thresholds.crossfit(Y, p, fold, tc, labels))
+    m = cfg.data.metric
+    sign = -1 if m in metrics.LOWER_IS_BETTER else 1
+    crossfit = lambda p: metrics.score(m, Y, thresholds.crossfit(Y, p, fold, tc, labels, m), p)  # noqa: E731
     rows = {**dict(zip(names, X)), "equal mean": X.mean(0)}  # exp names hold no spaces: no clash
-    scores = {n: {"oof_macro_f1": round(score(Y, p, tc, labels), 6), "crossfit_macro_f1": round(crossfit(p), 6)}
-              for n, p in rows.items()}
+    scores = {n: {f"oof_{m}": round(sign * score(Y, p, tc, labels, metric=m), 6),
+                  f"crossfit_{m}": round(crossfit(p), 6)} for n, p in rows.items()}
     cfg.model_type = "stack"
     cfg.extra = {"stack": {"members": list(names), "C": C, "features": "logits of every member for every label"}}
     rd = RunDir.of(cfg)
@@ -100,30 +102,34 @@ def stack(names: list[str], out: str, overrides: list[str] | None = None, C: flo
         write_probs(rd.test, comp.test_ids, test, labels)
         write_test_folds(rd, comp.test_ids, labels, per_fold)
         stackers.save(Stackers.path(rd))
-        result = finalize(cfg, comp, folds, wall_s=time.time() - t0)
-        info = {"members": {n: scores[n] for n in names}, "C": C, "fold_file": str(fold_file),
+        result = finalize(cfg, comp, folds, wall_s=time.time() - t0, track=False)
+        info = {"metric": m, "members": {n: scores[n] for n in names}, "C": C, "fold_file": str(fold_file),
                 "features": f"{len(names)} members x {len(labels)} labels logits, standardized",
-                "equal_mean": scores["equal mean"], "oof_macro_f1": round(result["oof"]["macro_f1"], 6),
-                "crossfit_macro_f1": round(result["oof_crossfit"]["macro_f1"], 6)}
-        best = max(scores, key=lambda n: scores[n]["crossfit_macro_f1"])
-        if info["crossfit_macro_f1"] < scores[best]["crossfit_macro_f1"]:
+                "equal_mean": scores["equal mean"], f"oof_{m}": round(result["oof"][m], 6),
+                f"crossfit_{m}": round(result["oof_crossfit"][m], 6)}
+        best = next(iter(scores))
+        for n in scores:
+            if metrics.better(m, scores[n][f"crossfit_{m}"], scores[best][f"crossfit_{m}"]):
+                best = n
+        if metrics.better(m, scores[best][f"crossfit_{m}"], info[f"crossfit_{m}"]):
             instead = "python -m src.ensemble ... --equal" if best == "equal mean" else f"'{best}'"
-            info["warning"] = (f"the stack's cross-fitted macro-F1 {info['crossfit_macro_f1']:.4f} is below "
-                               f"'{best}''s {scores[best]['crossfit_macro_f1']:.4f}: submit {instead} instead, or try "
+            info["warning"] = (f"the stack's cross-fitted {m} {info[f'crossfit_{m}']:.4f} is worse than "
+                               f"'{best}''s {scores[best][f'crossfit_{m}']:.4f}: submit {instead} instead, or try "
                                "another --C")
         result["stack"] = info
         write_json(rd.metrics, result)
+        tracking.log_run(cfg, rd)
         if cfg.output.plots:
             f1s = {n: pd.Series(per_label_f1(Y, p, tc, labels), index=labels) for n, p in rows.items()}
             report.f1_comparison({**f1s, out: pd.Series(result["per_label_f1"])}, rd.report / "stack_f1.png",
                                  "Per-label OOF F1 (tuned thresholds): members, their equal mean and the stack")
 
     print(f"\n[{out}] stack of {len(names)} runs (per label, logistic regression C={C} on {len(names)} x "
-          f"{len(labels)} logits), macro-F1 after per-label thresholds:")
+          f"{len(labels)} logits), {m} after decisions fitted for it:")
     print(f"  {'run':<24}{'OOF':>9}{'crossfit':>10}")
     for n, s in [*scores.items(), (out, info)]:
-        print(f"  {n:<24}{s['oof_macro_f1']:>9.4f}{s['crossfit_macro_f1']:>10.4f}")
-    print("  OOF: thresholds tuned on all OOF rows (optimistic); crossfit: each fold's rows by thresholds tuned on the "
+        print(f"  {n:<24}{s[f'oof_{m}']:>9.4f}{s[f'crossfit_{m}']:>10.4f}")
+    print("  OOF: decisions fitted on all OOF rows (optimistic); crossfit: each fold's rows by decisions fitted on the "
           "other folds. The stack's probabilities are out-of-fold either way.")
     if info.get("warning"):
         print(f"WARNING: {info['warning']}")

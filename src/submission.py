@@ -11,9 +11,15 @@ from src.errors import ArgParser, UserError, cli
 from src.fileio import read_csv, write_csv
 
 
-def validate(sub: pd.DataFrame, sample: pd.DataFrame, name: str = "submission") -> None:
+def holds_floats(sample: pd.DataFrame) -> bool:
+    """Whether the sample submission's label columns hold probabilities (a threshold-free metric's format)."""
+    values = sample[sample.columns[1:]].apply(pd.to_numeric, errors="coerce")
+    return bool(values.notna().all().all() and ((values % 1) != 0).any().any())
+
+
+def validate(sub: pd.DataFrame, sample: pd.DataFrame, name: str = "submission", probabilities: bool = False) -> None:
     """Raise UserError (naming `name` and the first offending row) unless `sub` has sample's columns, ids in
-    sample's order, and 0/1 labels."""
+    sample's order, and 0/1 labels (`probabilities`: numbers in [0, 1])."""
     if list(sub.columns) != list(sample.columns):
         raise UserError(f"{name}: columns {list(sub.columns)} differ from the sample's {list(sample.columns)}")
     id_col = sample.columns[0]
@@ -26,19 +32,24 @@ def validate(sub: pd.DataFrame, sample: pd.DataFrame, name: str = "submission") 
         raise UserError(f"{name}: ids are not the sample's ids in the sample's order ({len(differ)} rows differ; "
                         f"first at row {i + 1}: {got[i]!r} where the sample has {want[i]!r})")
     vals = sub[sample.columns[1:]]
-    bad = vals.isna() | ~vals.isin([0, 1])
+    if probabilities:
+        numbers = vals.apply(pd.to_numeric, errors="coerce")
+        bad = numbers.isna() | (numbers < 0) | (numbers > 1)
+    else:
+        bad = vals.isna() | ~vals.isin([0, 1])
     if bad.any().any():
         i, j = np.argwhere(bad.to_numpy())[0]
         value = vals.iat[i, j]
         value = value.item() if hasattr(value, "item") else value
-        raise UserError(f"{name}: labels must all be 0 or 1; {int(bad.to_numpy().sum())} are not (first: "
+        what = "probabilities in [0, 1]" if probabilities else "0 or 1"
+        raise UserError(f"{name}: labels must all be {what}; {int(bad.to_numpy().sum())} are not (first: "
                         f"{value!r} for label '{vals.columns[j]}', id {got[i]})")
 
 
-def build(ids: list[str], preds: np.ndarray, sample: pd.DataFrame) -> pd.DataFrame:
-    """A submission frame in sample's order from predictions indexed by `ids`."""
+def build(ids: list[str], preds: np.ndarray, sample: pd.DataFrame, probabilities: bool = False) -> pd.DataFrame:
+    """A submission frame in sample's order from predictions indexed by `ids` (0/1 decisions, or probabilities)."""
     id_col, labels = sample.columns[0], list(sample.columns[1:])
-    frame = pd.DataFrame(np.asarray(preds, dtype=np.int64), columns=labels)
+    frame = pd.DataFrame(np.asarray(preds, dtype=np.float64 if probabilities else np.int64), columns=labels)
     frame.insert(0, id_col, list(ids))
     missing = set(sample[id_col]) - set(frame[id_col])
     if missing:
@@ -46,9 +57,9 @@ def build(ids: list[str], preds: np.ndarray, sample: pd.DataFrame) -> pd.DataFra
     return frame.set_index(id_col).loc[sample[id_col]].reset_index()
 
 
-def write(sub: pd.DataFrame, sample: pd.DataFrame, path: str | Path) -> Path:
-    validate(sub, sample, f"refusing to write {path}")
-    return write_csv(path, sub)
+def write(sub: pd.DataFrame, sample: pd.DataFrame, path: str | Path, probabilities: bool = False) -> Path:
+    validate(sub, sample, f"refusing to write {path}", probabilities)
+    return write_csv(path, sub, float_format="%.6g" if probabilities else None)
 
 
 @cli
@@ -59,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     sample = read_csv(a.sample, dtype=str)
     sub = read_csv(a.submission, dtype={sample.columns[0]: str})
-    validate(sub, sample, a.submission)
+    validate(sub, sample, a.submission, probabilities=holds_floats(sample))
     print(f"{a.submission}: valid ({len(sub)} rows, {len(sub.columns) - 1} labels)")
 
 

@@ -62,12 +62,13 @@ from src.checkpoints import (
     read_metrics,
     repair_resume,
     save_checkpoint,
+    value,
 )
 from src.config import Config, ThresholdConfig, TrainConfig, dump_config, load_config, to_dict
 from src.data import Competition
 from src.ema import EMA
 from src.errors import ArgParser, UserError, cli
-from src.fileio import write_json, write_text
+from src.fileio import read_json, write_json, write_text
 from src.fingerprint import check_reuse, fingerprint, fingerprint_parts, read_done
 from src.folds import folds_for_run, parse_folds
 from src.losses import make_loss
@@ -77,7 +78,7 @@ from src.rundir import RunDir, check_probs, checkpoint_dirs
 from src.runguard import check_run_data, prepare_outputs, record_run_data, run_lock
 from src.weights import pos_weight
 
-KEEP_METRICS = ("f1_tuned", "f1_at_0.5", "val_loss")
+KEEP_METRICS = ("score", "f1_tuned", "f1_at_0.5", "val_loss")  # score: the run's metric (data.metric)
 COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 GRAPH_MODES = ("reduce-overhead", "max-autotune")  # the modes that replay CUDA graphs
 # Weights below the first layer, shared by every layer or outside the numbered ones: token/position embeddings
@@ -176,18 +177,23 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, world: int, seed: int, b
 
 # ---------------------------------------------------------------- evaluation and checkpoints
 
-def eval_metrics(Y: np.ndarray, logits: np.ndarray, labels: list[str]) -> tuple[dict, np.ndarray]:
-    """Held-out metrics (val_loss = plain BCE, macro-F1 at 0.5 and at per-label tuned thresholds) and the probs."""
+def eval_metrics(Y: np.ndarray, logits: np.ndarray, labels: list[str], metric: str = "macro_f1"
+                 ) -> tuple[dict, np.ndarray]:
+    """Held-out metrics (val_loss = plain BCE, macro-F1 at 0.5 and at per-label tuned thresholds, and `score`: the
+    run's metric at decisions fitted on these rows, signed so that higher is better) and the probs."""
     lt = torch.from_numpy(logits)
     probs = check_probs(torch.sigmoid(lt).numpy(), labels, "held-out probabilities")  # never NaN into a checkpoint
     val_loss = F.binary_cross_entropy_with_logits(lt, torch.from_numpy(Y.astype(np.float32))).item()
     th = thresholds.tune(Y, probs, ThresholdConfig(mode="per_label"))
     f1_tuned = metrics.f1_per_label(Y, thresholds.apply(probs, th))
     f1_05 = metrics.f1_per_label(Y, probs >= 0.5)
+    score = float(f1_tuned.mean()) if metric == "macro_f1" else thresholds.held_out_score(Y, probs, labels, metric)
     return {
         "val_loss": val_loss,
         "f1_at_0.5": float(f1_05.mean()),
         "f1_tuned": float(f1_tuned.mean()),
+        "metric": metric,
+        "score": score,
         "per_label_f1": dict(zip(labels, map(float, f1_tuned))),
         "per_label_f1_at_0.5": dict(zip(labels, map(float, f1_05))),
         "thresholds": dict(zip(labels, map(float, th))),
@@ -590,19 +596,22 @@ def evaluate_and_checkpoint(f: Fold, step: int, nxt: dict, train_loss: float, lr
                             f"train.precision=bf16), then delete {f.dir} to train it again")
         rngs = rng_states(acc) if t.resume_state else None  # each process resumes with its own (a collective)
         if acc.is_main_process:
-            scores, probs = eval_metrics(f.Y_valid, logits, f.labels)
+            scores, probs = eval_metrics(f.Y_valid, logits, f.labels, f.cfg.data.metric)
             record = {"fold": f.k, "step": step, "epoch": round(step / f.steps_per_epoch, 4),
                       "train_loss": train_loss, "val_loss": scores.pop("val_loss"), **scores, "lr": lr,
                       "elapsed_s": round(f.elapsed, 2)}
             kept = _save(f, step, record, probs, _resume_state(f, step, nxt, rngs, raw) if t.resume_state else None)
             meter.bar.write(f"[{f.cfg.exp}] fold {f.k} step {step}/{f.total} (epoch {record['epoch']:.2f}): train "
-                            f"loss {train_loss:.4f}, val loss {record['val_loss']:.4f}, macro-F1 "
+                            f"loss {train_loss:.4f} ({objective(t)}), val loss {record['val_loss']:.4f} (plain "
+                            "BCE), macro-F1 "
                             f"{record['f1_at_0.5']:.4f} at 0.5 / {record['f1_tuned']:.4f} tuned"
+                            + _other_metric(record)
                             + ("" if kept else f" (not in the top {t.keep_top_k}: not saved)"))
             _append(f.dir / "history.jsonl", {"event": "eval", **{key: record[key] for key in (
-                "step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned", "elapsed_s")}})
+                "step", "epoch", "train_loss", "val_loss", "f1_at_0.5", "f1_tuned", "score", "elapsed_s")}})
             meter.show(loss=f"{train_loss:.4f}", f1=f"{record['f1_tuned']:.4f}", lr=f"{lr:.2e}")
-            acc.log({f"eval/{key}": record[key] for key in ("val_loss", "f1_at_0.5", "f1_tuned")}, step=step)
+            acc.log({f"eval/{key}": record[key] for key in ("val_loss", "f1_at_0.5", "f1_tuned")}
+                    | {f"eval/{record['metric']}": abs(record["score"])}, step=step)
             for callback in callbacks:
                 callback(record)
         acc.wait_for_everyone()
@@ -623,7 +632,7 @@ def _announce(f: Fold, comp: Competition, folds) -> None:
         _append(f.dir / "history.jsonl", {"event": "resume" if f.resume else "start", "step": step,
                                           "total_steps": f.total, "processes": plan.world})
     if cfg.train.report_to == "wandb":
-        acc.init_trackers(cfg.extra.get("wandb_project", "multilabel-text"), config=to_dict(cfg),
+        acc.init_trackers(tracking.project(cfg), config=to_dict(cfg),
                           init_kwargs={"wandb": {"name": f"{cfg.exp}-fold{f.k}", "group": cfg.exp}})
 
 
@@ -668,8 +677,9 @@ def _finish_fold(f: Fold, steps: int) -> None:
         best: dict = {}
         for _, d in ckpts:
             m = read_metrics(d, ("f1_tuned", "f1_at_0.5", "val_loss"))  # a damaged one: skipped with a note
-            if m is not None and (not best or m["f1_tuned"] > best["f1_tuned"]):
+            if m is not None and (not best or value(m, "score") > best["score"]):
                 best = {key: m.get(key) for key in ("step", "f1_tuned", "f1_at_0.5", "val_loss")}
+                best["score"] = value(m, "score")
         elapsed = f.elapsed
         write_json(f.dir / "done.json", {"fold": f.k, "fingerprint": fingerprint(f.parts),
                                          "fingerprint_parts": f.parts, "steps": steps, "processes": f.plan.world,
@@ -679,8 +689,24 @@ def _finish_fold(f: Fold, steps: int) -> None:
             (d / RESUME).unlink(missing_ok=True)
         nan = float("nan")
         acc.print(f"[{f.cfg.exp}] fold {f.k} done in {elapsed:.0f} s: best macro-F1 {best.get('f1_tuned', nan):.4f} "
-                  f"(at 0.5: {best.get('f1_at_0.5', nan):.4f}) at step {best.get('step')}")
+                  f"(at 0.5: {best.get('f1_at_0.5', nan):.4f})"
+                  + _other_metric({"metric": f.cfg.data.metric, "score": best.get("score", nan)})
+                  + f" at step {best.get('step')}")
     acc.wait_for_everyone()
+
+
+def objective(t: TrainConfig) -> str:
+    """What the train loss is, beside the plain-BCE val loss: "bce, pos_weight balanced", "focal, ..."."""
+    parts = [t.loss, *([f"pos_weight {t.pos_weight}"] if t.pos_weight != "none" else []),
+             *([f"smoothing {t.label_smoothing:g}"] if t.label_smoothing else [])]
+    return ", ".join(parts)
+
+
+def _other_metric(record: dict) -> str:
+    """", jaccard 0.5123" for a run judged by another metric than macro-F1 (the score is signed: log-loss shown
+    as itself)."""
+    m = record.get("metric", "macro_f1")
+    return "" if m == "macro_f1" else f", {m} {abs(record['score']):.4f}"
 
 
 def release_fold(acc, graphs: bool) -> None:
@@ -760,7 +786,8 @@ def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
     if acc.is_main_process:
         record_run_data(cfg, comp, rd)
         report_token_lengths(cfg, comp, rd)
-    for k in folds_for_run(cfg):
+    todo = folds_for_run(cfg)
+    for i, k in enumerate(todo):
         if check_fold(cfg, comp, folds, rd, k):
             acc.print(f"[{cfg.exp}] fold {k}: already trained ({rd.fold(k) / 'done.json'}), skipped")
             continue
@@ -768,6 +795,30 @@ def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
             train_fold(cfg, comp, folds, rd, k, acc, callbacks)
         finally:
             release_fold(acc, graphs=cfg.train.compile in GRAPH_MODES)
+        acc.print(f"[{cfg.exp}] {remaining(rd, todo[i + 1:])}")
+
+
+def remaining(rd: RunDir, left: list[int]) -> str:
+    """The whole run's ETA after a fold: the folds this command has left, at the mean time of the run's finished
+    folds (their done.json, whichever process trained them)."""
+    times = []
+    for d in rd.root.glob("fold*/done.json"):
+        try:
+            elapsed = read_json(d).get("elapsed_s")
+        except (UserError, AttributeError):  # a damaged done.json is reported where it matters, not here
+            continue
+        if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool) and elapsed > 0:
+            times.append(float(elapsed))
+    left = [k for k in left if not (rd.fold(k) / "done.json").is_file()]
+    if not left:
+        return "every fold of this command is trained"
+    plural = lambda n, word: f"{n} {word}{'s' * (n != 1)}"
+    if not times:
+        return f"{plural(len(left), 'fold')} left"
+    each = sum(times) / len(times)
+    clock = lambda s: time.strftime("%H:%M:%S", time.gmtime(s)) if s < 86400 else f"{s / 3600:.0f} h"
+    return (f"{plural(len(left), 'fold')} left ({', '.join(map(str, left))}): about {clock(each * len(left))} at "
+            f"the {clock(each)} per fold the {plural(len(times), 'finished fold')} took")
 
 
 def report_token_lengths(cfg: Config, comp: Competition, rd: RunDir) -> dict:

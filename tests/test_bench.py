@@ -52,6 +52,15 @@ def test_thresholds_compares_rules_in_sample_and_cross_fitted(workdir, comp_dir,
     assert plain["cross_fit"] <= plain["in_sample"] and table["cross_fit"].between(0, 1).all()
     assert (workdir / "r/thresholds_t.csv").is_file() and "sorted by the cross-fitted" in capsys.readouterr().out
 
+    by = bench("thresholds").main(["t", "--by-metric", "--results", str(workdir / "r")])["t"].set_index("decided_for")
+    assert list(by.index) == ["macro_f1", "micro_f1", "samples_f1", "jaccard"]
+    assert (workdir / "r/metrics_t.csv").is_file()
+    assert by.loc["macro_f1", "macro_f1 (OOF)"] == pytest.approx(plain["in_sample"])
+    for m in ("micro_f1", "samples_f1", "jaccard"):  # their searches start from the macro-F1 thresholds
+        assert by.loc[m, f"{m} (OOF)"] >= by.loc["macro_f1", f"{m} (OOF)"]
+    assert by.drop(columns="run").stack().between(0, 1).all()
+    assert "decisions fitted for each metric" in capsys.readouterr().out
+
 
 @pytest.mark.parametrize("family", ["bert", "llama"])
 def test_speed_compares_the_loop_with_a_trainer_peer(workdir, comp_dir, capsys, family):

@@ -70,7 +70,7 @@ def test_select_writes_readable_yaml(workdir):
     doc = yaml.safe_load(rd.selection.read_text())
     assert doc["rule"] == "balanced" and doc["tolerance"] == 0.005
     assert doc["folds"][1] == {"step": 300, "rule": "balanced", "epoch": 1.5, "train_loss": 0.34,
-                               "val_loss": 0.29, "f1_at_0.5": 0.596, "f1_tuned": 0.616}
+                               "val_loss": 0.29, "f1_at_0.5": 0.596, "f1_tuned": 0.616, "score": 0.616}
     assert rd.selection.read_text().startswith("# Checkpoint selected per fold")
     assert select(cfg, rule="best_loss") == {0: 400, 1: 400}
 
@@ -90,8 +90,8 @@ def test_hand_edited_selection(workdir):
     cfg, rd = fake_run()
     rd.selection.write_text("folds:\n  0: {step: 200, rule: manual}\n  1: 400\n")  # `1: 400` is shorthand
     assert select(cfg) == {0: 200, 1: 400}
-    assert read_selection(rd)[0] == {"step": 200, "rule": "manual", "epoch": 1.0, "train_loss": 0.35,
-                                     "val_loss": 0.3, "f1_at_0.5": 0.598, "f1_tuned": 0.618}  # values filled in
+    assert read_selection(rd)[0] == {"step": 200, "rule": "manual", "epoch": 1.0, "train_loss": 0.35, "val_loss": 0.3,
+                                     "f1_at_0.5": 0.598, "f1_tuned": 0.618, "score": 0.618}  # filled in
     rd.selection.write_text("folds:\n  0: {step: 200, rule: best_guess}\n")
     with pytest.raises(UserError, match="rule 'best_guess'"):
         select(cfg)

@@ -179,7 +179,7 @@ def test_a_blend_below_its_best_member_on_the_nested_estimate_is_flagged(workdir
     result = blend(["m1", "m2"], "b", [f"data.data_dir={comp_dir}"], trials=5)
     out = capsys.readouterr().out
     saved = json.loads((workdir / "checkpoints/b/metrics.json").read_text())["ensemble"]
-    assert ("WARNING: the blend's nested estimate 0.5500 is below its member 'm1''s 0.6000" in out) == warned
+    assert ("WARNING: the blend's nested macro_f1 0.5500 is worse than its member 'm1''s 0.6000" in out) == warned
     assert ("warning" in saved) == warned and "submission" in result
 
 

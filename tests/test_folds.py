@@ -6,7 +6,7 @@ from synth import make_competition
 from src.config import load_config
 from src.data import load_competition
 from src.errors import UserError
-from src.folds import ensure_folds, fold_label_counts, load_folds
+from src.folds import ensure_folds, fold_label_counts, load_folds, make_folds
 
 
 def setup(comp_dir, *overrides):
@@ -48,3 +48,17 @@ def test_fold_file_from_another_dataset(workdir, comp_dir, tmp_path):
     with pytest.raises(UserError, match="made for another dataset"):
         ensure_folds(cfg, comp)
 
+
+
+def test_a_wide_fold_table_turns_so_a_terminal_never_wraps_it(workdir, tmp_path):
+    from src.folds import counts_text
+
+    many = [f"emotion_{i}" for i in range(28)]
+    comp = load_competition(load_config(None, [f"data.data_dir={make_competition(tmp_path / 'd', labels=many)}"]).data)
+    folds = make_folds(comp.train_ids, comp.Y, 5, 42)
+    text = counts_text(fold_label_counts(folds, comp))
+    assert max(map(len, text.splitlines())) <= 120 and len(text.splitlines()) == 28 + 2  # header, labels, rows
+    assert "emotion_27" in text and "spread" in text.splitlines()[0]
+    few = counts_text(fold_label_counts(folds, load_competition(load_config(
+        None, [f"data.data_dir={make_competition(tmp_path / 'e')}"]).data)))
+    assert few.splitlines()[-1].startswith("spread")  # narrow: folds as rows, as before

@@ -152,7 +152,7 @@ def test_find_data_dir(tmp_path, capsys):
         find_data_dir("", places[:1])
 
 
-def execute(name: str, smoke_dir: Path) -> float:
+def execute(name: str, smoke_dir: Path) -> tuple[float, nbformat.NotebookNode]:
     """Run a notebook with SMOKE = True (a cell injected after the parameters cell); return the wall time."""
     from nbclient import NotebookClient
 
@@ -161,14 +161,22 @@ def execute(name: str, smoke_dir: Path) -> float:
     nb.cells.insert(at + 1, nbformat.v4.new_code_cell(f"SMOKE = True\nSMOKE_DIR = {str(smoke_dir)!r}"))
     t0 = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NB_DIR)}}).execute()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, nb
+
+
+def shown_images(nb) -> list[str]:
+    """The PNGs an executed notebook displays, in order (base64)."""
+    return [o["data"]["image/png"] for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+            if "image/png" in o.get("data", {})]
 
 
 @pytest.mark.parametrize("name", sorted(EXECUTED))
 def test_notebook_runs_on_a_tiny_model(name, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # tiny models: one thread is faster on a busy 2-core machine
-    wall = execute(name, tmp_path)
+    wall, nb = execute(name, tmp_path)
     print(f"\n{name}: executed in {wall:.1f} s")
+    images = shown_images(nb)
+    assert images and len(set(images)) == len(images), "a plot shown twice"  # checkpoints.png was, under Report
     subs = list((tmp_path / "submissions").glob("*.csv"))
     exp = "blend" if name == "ensemble.ipynb" else name.removesuffix(".ipynb")
     assert tmp_path / "submissions" / f"{exp}.csv" in subs, f"no submission for {exp}: {subs}"

@@ -242,10 +242,26 @@ def test_finalize_by_exp_uses_the_runs_config_and_records_its_threshold_override
     cli_main(["finalize", "--exp", "g", "thresholds.min_one=true", f"data.data_dir={comp_dir}"])
     saved = yaml.safe_load((finished / "checkpoints/g/config.yaml").read_text())
     assert saved["thresholds"]["min_one"] is True and saved["tfidf"]["min_df"] == 1  # the run's own settings
-    assert "thresholds section updated" in capsys.readouterr().out
+    assert "thresholds and metric updated" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli_main(["finalize", "--exp", "nope"])
     assert "checkpoints/nope/config.yaml does not exist: is 'nope' a run here?" in capsys.readouterr().err
+
+
+def test_a_rerun_says_which_finalize_settings_it_decides_differently(finished, comp_dir, capsys):
+    """`finalize --exp g thresholds.min_one=true metric=jaccard` records its settings; a later rerun of the config
+    (train.sh after a crash) decides with the config's own, and says so, naming the override that keeps each."""
+    from src.__main__ import main as cli_main
+
+    cli_main(["finalize", "--exp", "g", "thresholds.min_one=true", "metric=jaccard"])
+    capsys.readouterr()
+    result = run(cfg_of(comp_dir))
+    out = capsys.readouterr().out
+    assert "thresholds.min_one is True in" in out and "pass thresholds.min_one=true to keep it" in out
+    assert "data.metric is 'jaccard'" in out and "pass data.metric=jaccard to keep it" in out
+    assert result["metric"] == "macro_f1"
+    run(cfg_of(comp_dir))
+    assert "note: " not in capsys.readouterr().out  # the same settings again: nothing to say
 
 
 def _fake_holder(path, pid, **extra):

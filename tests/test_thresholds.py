@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -49,9 +51,14 @@ def test_min_one_gives_every_row_its_top_label():
 
 def test_json_round_trip():
     cfg = ThresholdConfig(min_one=True)
-    obj = thresholds.to_json(["a", "b"], np.array([0.25, 0.75]), cfg)
-    th, min_one = thresholds.from_json(obj, ["a", "b"])
-    assert th.tolist() == [0.25, 0.75] and min_one
+    for d in (thresholds.Decider(np.array([0.25, 0.75]), True, metric="jaccard"),
+              thresholds.Decider(np.array([0.25, 0.75]), ratio=0.6, metric="samples_f1")):
+        obj = json.loads(json.dumps(d.to_json(["a", "b"], cfg)))
+        back = thresholds.Decider.from_json(obj, ["b", "a"][::-1], cfg)
+        assert back.thresholds.tolist() == [0.25, 0.75] and (back.min_one, back.ratio, back.metric) == (
+            d.min_one, d.ratio, d.metric)
+        probs = np.array([[0.3, 0.7], [0.1, 0.2], [0.9, 0.8]])
+        assert (back(probs) == d(probs)).all()
 
 
 def test_f1_on_grid_matches_a_scan_per_threshold():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -198,8 +199,11 @@ def test_a_fold_cut_short_without_resume_state_trains_again_on_the_next_run(work
     assert steps(rd_b) and not (rd_b.fold(0) / "done.json").exists()
     capsys.readouterr()
     train_folds(cut, comp, folds, rd_b)
-    assert "fold 0 was cut short with train.resume_state=false" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "fold 0 was cut short with train.resume_state=false" in out
     assert steps(rd_b) == steps(rd_a) and (rd_b.fold(0) / "done.json").is_file()
+    # the training objective named beside the plain-BCE val loss, so the two are not read as comparable
+    assert re.search(r"train loss [\d.]+ \(bce, pos_weight balanced\), val loss [\d.]+ \(plain BCE\)", out)
     last = steps(rd_a)[-1]
     np.testing.assert_allclose(np.load(rd_b.step(0, last) / "valid_probs.npy"),
                                np.load(rd_a.step(0, last) / "valid_probs.npy"), atol=1e-6)
@@ -346,3 +350,18 @@ def test_two_process_accelerate_launch(workdir, comp_dir, tiny_root):
     model, tok = tm.load_checkpoint(cfg, rd.step(0, 4), comp.labels)
     np.testing.assert_allclose(tm.predict_probs(model, tok, texts, cfg), np.load(rd.step(0, 4) / "valid_probs.npy"),
                                atol=1e-5)
+
+
+def test_the_whole_run_s_eta_comes_from_the_finished_folds(workdir):
+    from src.train import remaining
+
+    rd = RunDir.of(load_config(None, ["exp=eta"]))
+    for k, elapsed in ((0, 3000), (1, 3600)):
+        rd.fold(k).mkdir(parents=True)
+        (rd.fold(k) / "done.json").write_text(json.dumps({"fold": k, "elapsed_s": elapsed}))
+    rd.fold(2).mkdir()
+    (rd.fold(2) / "done.json").write_text("{truncated")  # damaged: left out of the mean, never an error here
+    assert remaining(rd, [1, 3, 4]) == ("2 folds left (3, 4): about 01:50:00 at the 00:55:00 per fold the 2 finished "
+                                        "folds took")
+    assert remaining(rd, [1]) == "every fold of this command is trained"
+    assert remaining(RunDir.of(load_config(None, ["exp=none"])), [0]) == "1 fold left"

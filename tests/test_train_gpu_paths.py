@@ -4,7 +4,6 @@ skipped fp16 steps, layer-wise LR decay of embeddings, fused AdamW and a real in
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import torch
 import yaml
 from test_train import history, overrides, setup, steps
 from test_transformer import make_tiny
+from wandb_log import logged_runs
 
 import src.train as train_module
 from src.config import load_config
@@ -271,45 +271,6 @@ def test_inductor_compile_trains_and_its_checkpoint_reloads(workdir, comp_dir, t
 
 # ---------------------------------------------------------------- items 2, 4, 8: one 2-process launch
 
-WANDB_STUB = '''"""A stand-in for wandb: records init/config/log/finish calls (and the rank) to $WANDB_STUB_LOG."""
-import json
-import os
-
-__version__ = "0.0.0"
-run = None
-
-
-def _record(event, **fields):
-    with open(os.environ["WANDB_STUB_LOG"], "a") as f:
-        f.write(json.dumps({"event": event, "rank": int(os.environ.get("RANK", "0")), **fields}) + "\\n")
-
-
-class Run:
-    def __init__(self, name):
-        self.name = name
-
-    def log(self, values, step=None, **kwargs):
-        _record("log", name=self.name, step=step, keys=sorted(values))
-
-    def finish(self):
-        _record("finish", name=self.name)
-
-
-class _Config:
-    def update(self, values, allow_val_change=False):
-        _record("config", name=run.name if run else None, keys=sorted(values))
-
-
-config = _Config()
-
-
-def init(project=None, name=None, group=None, **kwargs):
-    global run
-    run = Run(name)
-    _record("init", project=project, name=name, group=group)
-    return run
-'''
-
 DRIVER = '''"""2-process driver: the CLI on two folds, then fold 0 again cut at its 2nd evaluation and resumed."""
 import os
 import shutil
@@ -364,17 +325,12 @@ train.main(cut_args)
 
 @pytest.mark.skipif(not ACCELERATE.exists(), reason="accelerate CLI not installed")
 def test_two_process_bf16_wandb_two_folds_and_exact_resume(workdir, comp_dir, tiny_root):
-    """`accelerate launch` of 2 CPU processes with train.precision=bf16 and train.report_to=wandb (a stub package):
-    both folds train, evaluate and reload; W&B gets one run per fold (one init, one finish, on the main process;
-    end_training used to destroy the process group after fold 0). Then fold 0 again, interrupted after its first
-    checkpoint and resumed: resume.pt holds each rank's own RNG state, each rank restores its own, and the resumed
-    run ends with the uninterrupted run's held-out probabilities."""
-    stub = workdir / "stub"
-    (stub / "wandb").mkdir(parents=True)
-    (stub / "wandb" / "__init__.py").write_text(WANDB_STUB)
-    (stub / "wandb-0.0.0.dist-info").mkdir()  # accelerate checks the installed metadata too
-    (stub / "wandb-0.0.0.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: wandb\nVersion: 0.0.0\n")
-    driver, out, events = workdir / "driver.py", workdir / "out", workdir / "wandb.jsonl"
+    """`accelerate launch` of 2 CPU processes with train.precision=bf16 and train.report_to=wandb (the real wandb,
+    offline): both folds train, evaluate and reload; W&B gets one run per fold, from the main process only, each
+    finished (end_training used to destroy the process group after fold 0). Then fold 0 again, interrupted after its
+    first checkpoint and resumed: resume.pt holds each rank's own RNG state, each rank restores its own, and the
+    resumed run ends with the uninterrupted run's held-out probabilities."""
+    driver, out, wb = workdir / "driver.py", workdir / "out", workdir / "wb"
     driver.write_text(DRIVER)
     out.mkdir()
     config = workdir / "ddp.yaml"
@@ -383,8 +339,11 @@ def test_two_process_bf16_wandb_two_folds_and_exact_resume(workdir, comp_dir, ti
         "model": {"name_or_path": str(make_tiny("bert", tiny_root))},
         "train": {"batch_size": 8, "lr": 5e-3, "log_every": 2, "max_steps": 4, "eval_every": 2, "precision": "bf16",
                   "report_to": "wandb"}}))
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(stub), str(ROOT)]),
-           "WANDB_STUB_LOG": str(events), "WANDB_API_KEY": "stub-key"}
+    for sub in ("cache", "data", "config"):
+        (wb / sub).mkdir(parents=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "WANDB_MODE": "offline",
+           "WANDB_DIR": str(wb), "WANDB_CACHE_DIR": str(wb / "cache"), "WANDB_DATA_DIR": str(wb / "data"),
+           "WANDB_CONFIG_DIR": str(wb / "config"), "WANDB_SILENT": "true"}
     cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "bf16", "--dynamo_backend", "no", str(driver), str(config), str(out)]
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
@@ -402,15 +361,13 @@ def test_two_process_bf16_wandb_two_folds_and_exact_resume(workdir, comp_dir, ti
         np.testing.assert_allclose(reloaded, probs, atol=2e-3)  # bf16 autocast, other batch shapes
         assert np.abs(np.load(rd.step(k, 2) / "valid_probs.npy") - probs).max() > 2e-2  # it did train
 
-    # W&B: exactly one run per fold, started and finished once, on the main process, fold 0's closed before fold 1's
-    log = [json.loads(line) for line in events.read_text().splitlines()]
-    assert {e["rank"] for e in log} == {0}
-    lifecycle = [(e["event"], e["name"]) for e in log if e["event"] in ("init", "finish")]
-    assert lifecycle == [("init", "ddp-fold0"), ("finish", "ddp-fold0"), ("init", "ddp-fold1"), ("finish", "ddp-fold1")]
-    assert all(e["group"] == "ddp" for e in log if e["event"] == "init")
-    assert [e["name"] for e in log if e["event"] == "config"] == ["ddp-fold0", "ddp-fold1"]
-    evals = [(e["name"], e["step"]) for e in log if e["event"] == "log" and "eval/f1_tuned" in e["keys"]]
-    assert evals == [("ddp-fold0", 2), ("ddp-fold0", 4), ("ddp-fold1", 2), ("ddp-fold1", 4)]
+    # W&B: exactly one run per fold (a second process logging would add runs), each finished, grouped by the exp,
+    # with the fold's evaluations at their steps
+    runs = logged_runs(wb)
+    assert sorted(runs) == ["ddp-fold0", "ddp-fold1"] and all(r["finished"] for r in runs.values())
+    assert all(r["group"] == "ddp" for r in runs.values())
+    for name, r in runs.items():
+        assert [h["_step"] for h in r["history"] if "eval/f1_tuned" in h] == [2, 4], name
 
     # resume: a distinct RNG state per rank was saved, and each rank restored its own
     state = torch.load(out / "resume.pt", weights_only=False)
