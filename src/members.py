@@ -52,10 +52,13 @@ def _covered_oof(name: str, rd: RunDir, comp: Competition, folds: pd.DataFrame, 
     covered = sorted(set(oof["fold"].tolist()))
     rows = np.flatnonzero(np.isin(fold, covered))
     missing = sorted(set(fold.tolist()) - set(covered))
-    if len(oof) != len(rows) or (missing and not allow_partial):
-        raise UserError(f"member '{name}' covers folds {covered} of {folds['fold'].nunique()}" + (
-            f" with {len(oof)} OOF rows for their {len(rows)}: its folds are incomplete" if len(oof) != len(rows)
-            else f" (folds {missing} missing): finish its folds first"))
+    n_folds = folds["fold"].nunique()
+    if len(oof) != len(rows):
+        raise UserError(f"member '{name}': {rd.oof} holds {len(oof)} rows for the {len(rows)} of folds {covered} of "
+                        f"{n_folds}: its folds are incomplete")
+    if missing and not allow_partial:
+        raise UserError(f"member '{name}' covers folds {covered} of {n_folds} (folds {missing} missing): finish its "
+                        "folds first")
     X = np.full((len(comp.train), len(comp.labels)), np.nan)
     X[at] = oof[comp.labels].to_numpy(np.float64)
     return X, covered

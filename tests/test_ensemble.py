@@ -108,8 +108,8 @@ def test_rank_blend_on_real_tfidf_runs(workdir, comp_dir):
                 r"data_k5_s42.csv \(it was made with data_k4_s42.csv\)"),
     ("shuffled", r"member 'bad' was built on other folds: its oof.csv fold column differs from the blend's "
                  r"data_k5_s42.csv; blend"),
-    ("incomplete", r"member 'bad' covers folds \[0, 1, 2, 3, 4\] of 5 with 190 OOF rows for their 200: its folds "
-                   "are incomplete"),
+    ("incomplete", r"member 'bad': checkpoints/bad/oof.csv holds 190 rows for the 200 of folds \[0, 1, 2, 3, 4\] of 5: "
+                   "its folds are incomplete"),
 ])
 def test_refuses_mismatched_or_incomplete_members(workdir, comp_dir, capsys, kind, message):
     fake_member(comp_dir, "good", seed=1)
