@@ -217,7 +217,8 @@ def predict_folds(cfg: Config, rd: RunDir, texts: list[str]) -> dict[int, np.nda
         raise UserError(f"{rd.selection} picks no checkpoint for folds {missing}: finish the run (python -m src run "
                         f"... exp={rd.root.name}) first")
     texts = normalize(texts, cfg.data.normalize)
-    return {k: predict_checkpoint(cfg, rd.step(k, int(saved[k]["step"])), labels, texts) for k in folds_for_run(cfg)}
+    return {k: predict_checkpoint(cfg, rd.step(k, int(saved[k]["step"])), labels, texts)
+            for k in tqdm(folds_for_run(cfg), desc=f"predicting with {rd.root.name}", unit="fold")}
 
 
 def run(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, callbacks: tuple = ()) -> None:

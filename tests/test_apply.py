@@ -105,7 +105,9 @@ def test_runs_of_some_folds_predict_finalize_and_blend_saying_what_they_cover(wo
     capsys.readouterr()
     out = tmp_path / "part.csv"
     cli_main(["predict", "--exp", "part", "--input", str(comp_dir / "test.csv"), "--out", str(out)])
-    assert "part is a partial run (folds [0, 1] of 3)" in capsys.readouterr().out and out.is_file()
+    said = capsys.readouterr()
+    assert "part is a partial run (folds [0, 1] of 3)" in said.out and out.is_file()
+    assert "predicting with part: 100%" in said.err and "2/2" in said.err  # a bar over the fold models
     cli_main(["finalize", "--exp", "part"])
     assert "OOF covers" in capsys.readouterr().out and not (workdir / "submissions/part.csv").exists()
     cli_main(["finalize", "--exp", "part", "--partial-submission"])
