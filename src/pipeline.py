@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from src import metrics, report, submission, teacher, thresholds, tracking
+from src import memory, metrics, report, submission, teacher, thresholds, tracking
 from src.config import Config, dump_config, to_dict
 from src.data import Competition, load_competition
 from src.errors import UserError
@@ -199,7 +199,7 @@ def _say(cfg: Config, rd: RunDir, table: pd.DataFrame, result: dict, n_train: in
           + (f"thresholds tuned on the other folds: {cross['macro_f1']:.4f}; " if cross else "")
           + f"at 0.5: {result['oof_at_0.5']['macro_f1']:.4f}), "
           f"micro-F1 {result['oof']['micro_f1']:.4f}, Jaccard {result['oof']['jaccard']:.4f}"
-          + (f", {wall_s:.1f} s" if wall_s is not None else ""))
+          + (f", {wall_s:.1f} s, peak {memory.describe(result['peak_memory'])}" if wall_s is not None else ""))
     if rd.partial:
         print(f"[{cfg.exp}] partial run ({partial_reason(cfg)}): OOF covers {result['oof_rows']} of {n_train} train "
               f"rows (folds {result['folds']}); its outputs are in {rd.out}; the complete run's oof.csv, test.csv and "
@@ -252,8 +252,9 @@ def _finalize(cfg: Config, comp: Competition, folds: pd.DataFrame, rd: RunDir, w
                               for k in np.unique(fold_of_row)},
         "mean_roc_auc": float(table["roc_auc"].mean()),
     }
-    if wall_s is not None:
+    if wall_s is not None:  # this process did the run's work: its time and peak memory are the run's
         result["wall_s"] = round(wall_s, 2)
+        result["peak_memory"] = memory.process_peak()
     as_probs = metric in metrics.THRESHOLD_FREE and submission.holds_floats(comp.sample)
     submit = not rd.partial or (partial_submission and test is not None)
     sub = None if not submit else submission.build(

@@ -9,7 +9,8 @@ method (fine-tuning method, TF-IDF or probe classifier, LLM readout, blend metho
 partial: some folds, unfinished: no metrics.json yet, damaged), folds (done / n_folds), metric (the run's
 data.metric), oof (the metric after decisions fitted on all OOF rows: optimistic), honest (each fold decided by
 thresholds fitted on the other folds; a blend's nested figure, its weights fitted on the other folds too; empty for a
-one-fold run), wall_s, date (metrics.json's time, else the newest of the folder's), submission, note (what could not
+one-fold run), wall_s, ram_gb and gpu_gb (the peak of the run's process and of its folds' training, GiB; empty where
+not recorded), date (metrics.json's time, else the newest of the folder's), submission, note (what could not
 be read). A folder with both a complete run and a partial one shows the complete run.
 
 Sorting: runs judged by different metrics are not comparable, so the table is grouped by metric (the metric with the
@@ -35,8 +36,8 @@ from src.errors import ArgParser, UserError, cli
 from src.fileio import write_csv
 from src.metrics import LOWER_IS_BETTER
 
-COLUMNS = ["exp", "dataset", "type", "model", "method", "status", "folds", "metric", "oof", "honest", "wall_s", "date",
-           "submission", "note"]
+COLUMNS = ["exp", "dataset", "type", "model", "method", "status", "folds", "metric", "oof", "honest", "wall_s",
+           "ram_gb", "gpu_gb", "date", "submission", "note"]
 SCORES = ("honest", "oof")  # sorted best first within each metric
 FOLD_MARKERS = ("done.json", "model.skops", "probe.skops")  # a finished fold: transformer / LLM, TF-IDF, probe
 
@@ -109,6 +110,15 @@ def _elapsed(root: Path, folds: list[int]) -> float:
     return float(sum(times)) if times else np.nan
 
 
+def _peaks(root: Path, folds: list[int], metrics: dict) -> dict:
+    """The highest peak memory (ram_gb, gpu_gb) recorded by the run's process (metrics.json) and its folds'
+    training (done.json); NaN where none recorded one."""
+    done = [_get(_read(root / f"fold{k}" / "done.json", []), "peak_memory") for k in folds]
+    found = [metrics.get("peak_memory"), *done]
+    return {key: max([v for p in found if np.isfinite(v := _num(_get(p, key)))], default=np.nan)
+            for key in ("ram_gb", "gpu_gb")}
+
+
 def _date(paths: list[Path]) -> str:
     times = [p.stat().st_mtime for p in paths if p.exists()]
     return datetime.fromtimestamp(max(times)).isoformat(sep=" ", timespec="seconds") if times else ""
@@ -135,7 +145,7 @@ def run_row(root: Path) -> dict:
     return {"exp": root.name, "dataset": _dataset(root, cfg, notes), "type": kind, "model": model, "method": method,
             "status": status, "folds": f"{len(done)}/{n_folds if isinstance(n_folds, int) else '?'}",
             "metric": metric, "oof": _num(_get(metrics, "oof", metric)), "honest": honest,
-            "wall_s": wall if np.isfinite(wall) else _elapsed(root, done),
+            "wall_s": wall if np.isfinite(wall) else _elapsed(root, done), **_peaks(root, done, metrics),
             "date": _date([out / "metrics.json"]) or _date([root, *root.glob("fold*/done.json"), out / "config.yaml"]),
             "submission": str(metrics.get("submission") or ""), "note": "; ".join(notes)}
 
@@ -185,16 +195,16 @@ def select(table: pd.DataFrame, pattern: str) -> pd.DataFrame:
 
 
 def show(table: pd.DataFrame) -> str:
-    """The fixed-width table: scores to 4 decimals, wall time in seconds, empty cells blank."""
+    """The fixed-width table: scores to 4 decimals, wall time in seconds, memory in GiB to 0.1, empty cells blank."""
+    fmt = lambda spec: lambda x: "" if pd.isna(x) else format(x, spec)
     return table.to_string(index=False, na_rep="", formatters={
-        "oof": lambda x: "" if pd.isna(x) else f"{x:.4f}", "honest": lambda x: "" if pd.isna(x) else f"{x:.4f}",
-        "wall_s": lambda x: "" if pd.isna(x) else f"{x:.0f}"})
+        "oof": fmt(".4f"), "honest": fmt(".4f"), "wall_s": fmt(".0f"), "ram_gb": fmt(".1f"), "gpu_gb": fmt(".1f")})
 
 
 @cli
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     p = ArgParser(prog="python -m src runs", description="One table of every run folder: metric, honest figure, "
-                  "folds, wall time, submission.")
+                  "folds, wall time, peak memory, submission.")
     p.add_argument("--sort", default="honest", metavar="COLUMN", help=f"one of {', '.join(COLUMNS)} (default: honest,"
                    " best first within each metric)")
     p.add_argument("--reverse", action="store_true", help="flip the sort order")

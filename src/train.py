@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src import metrics, precision, teacher, thresholds, tracking
+from src import memory, metrics, precision, teacher, thresholds, tracking
 from src.checkpoints import (
     CHECKPOINT_DTYPES,
     RESUME,
@@ -680,16 +680,16 @@ def _finish_fold(f: Fold, steps: int) -> None:
             if m is not None and (not best or value(m, "score") > best["score"]):
                 best = {key: m.get(key) for key in ("step", "f1_tuned", "f1_at_0.5", "val_loss")}
                 best["score"] = value(m, "score")
-        elapsed = f.elapsed
+        elapsed, peak = f.elapsed, memory.peak()
         write_json(f.dir / "done.json", {"fold": f.k, "fingerprint": fingerprint(f.parts),
                                          "fingerprint_parts": f.parts, "steps": steps, "processes": f.plan.world,
-                                         "elapsed_s": round(elapsed, 2), "checkpoints": [s for s, _ in ckpts],
-                                         "best_f1_tuned": best})
+                                         "elapsed_s": round(elapsed, 2), "peak_memory": peak,
+                                         "checkpoints": [s for s, _ in ckpts], "best_f1_tuned": best})
         for _, d in ckpts:
             (d / RESUME).unlink(missing_ok=True)
         nan = float("nan")
-        acc.print(f"[{f.cfg.exp}] fold {f.k} done in {elapsed:.0f} s: best macro-F1 {best.get('f1_tuned', nan):.4f} "
-                  f"(at 0.5: {best.get('f1_at_0.5', nan):.4f})"
+        acc.print(f"[{f.cfg.exp}] fold {f.k} done in {elapsed:.0f} s (peak {memory.describe(peak)}): best macro-F1 "
+                  f"{best.get('f1_tuned', nan):.4f} (at 0.5: {best.get('f1_at_0.5', nan):.4f})"
                   + _other_metric({"metric": f.cfg.data.metric, "score": best.get("score", nan)})
                   + f" at step {best.get('step')}")
     acc.wait_for_everyone()
@@ -791,6 +791,7 @@ def train_folds(cfg: Config, comp: Competition, folds, rd: RunDir,
         if check_fold(cfg, comp, folds, rd, k):
             acc.print(f"[{cfg.exp}] fold {k}: already trained ({rd.fold(k) / 'done.json'}), skipped")
             continue
+        memory.reset_peak()
         try:
             train_fold(cfg, comp, folds, rd, k, acc, callbacks)
         finally:

@@ -43,7 +43,7 @@ def test_finetune_folds_and_resume(workdir, comp_dir, tmp_path, capsys):
     root = workdir / "checkpoints/ft"
     for k in (0, 1):
         done = json.loads((root / f"fold{k}/done.json").read_text())
-        assert done["steps"] == 3 and done["train_rows"] == 160
+        assert done["steps"] == 3 and done["train_rows"] == 160 and done["peak_memory"]["ram_gb"] > 0.1
         assert (root / f"fold{k}/adapter/adapter_config.json").is_file()
     partial = root / "partial"  # two folds, a subset of rows: beside a complete run's outputs, not over them
     assert len(pd.read_csv(partial / "test.csv")) == 4 and (partial / "methods/max_oof.csv").is_file()

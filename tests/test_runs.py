@@ -91,6 +91,20 @@ def test_damaged_and_unfinished_folders_show_with_a_note_and_nothing_runs(runs):
     assert "_features" not in t.index
 
 
+def test_peak_memory_is_the_highest_of_the_run_s_process_and_its_folds(runs, tmp_path):
+    t = table(runs)
+    for exp in ("a", "c", "j", "blend"):  # real runs: the process that trained and finalized recorded its peak
+        peak = metrics_of(runs, exp)["peak_memory"]
+        assert t.loc[exp, "ram_gb"] == peak["ram_gb"] > 0.05 and peak["gpu_gb"] is None
+        assert np.isnan(t.loc[exp, "gpu_gb"])
+    run = tmp_path / "checkpoints" / "gpu"  # folds trained in processes of their own (GPU figures), one older fold
+    for k, peak in enumerate(({"ram_gb": 3.5, "gpu_gb": 11.25}, {"ram_gb": 5.25, "gpu_gb": 9.0}, None)):
+        (run / f"fold{k}").mkdir(parents=True)
+        (run / f"fold{k}" / "done.json").write_text(json.dumps({"fold": k, "elapsed_s": 10, "peak_memory": peak}))
+    row = main(["--checkpoints-dir", str(tmp_path / "checkpoints")]).set_index("exp").loc["gpu"]
+    assert (row["ram_gb"], row["gpu_gb"], row["wall_s"]) == (5.25, 11.25, 30)
+
+
 def test_default_sort_groups_by_metric_best_honest_first(runs):
     t = main(["--checkpoints-dir", str(runs / "checkpoints")])
     groups = t["metric"].tolist()
@@ -124,11 +138,11 @@ def test_log_loss_runs_rank_lowest_first(workdir, capsys):
 
 def test_csv_round_trip(runs, tmp_path):
     t = main(["--checkpoints-dir", str(runs / "checkpoints"), "--csv", str(tmp_path / "runs.csv")])
-    back = pd.read_csv(tmp_path / "runs.csv", keep_default_na=False, na_values={c: [""] for c in
-                                                                                 ("oof", "honest", "wall_s")})
+    numbers = ["oof", "honest", "wall_s", "ram_gb", "gpu_gb"]
+    back = pd.read_csv(tmp_path / "runs.csv", keep_default_na=False, na_values={c: [""] for c in numbers})
     assert list(back.columns) == COLUMNS
-    pd.testing.assert_frame_equal(back[["oof", "honest", "wall_s"]], t[["oof", "honest", "wall_s"]])
-    text = [c for c in COLUMNS if c not in ("oof", "honest", "wall_s")]
+    pd.testing.assert_frame_equal(back[numbers], t[numbers])
+    text = [c for c in COLUMNS if c not in numbers]
     assert (back[text].astype(str) == t[text].astype(str)).all().all()
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from src import precision
+from src import memory, precision
 from src.config import Config
 from src.data import digest
 from src.errors import UserError
@@ -139,6 +139,7 @@ def run_fold(cfg: Config, comp, k: int, train_rows: np.ndarray, valid_rows: np.n
              test_rows: np.ndarray | None, rd) -> dict:
     """Train fold k's adapter, read out its held-out and test rows; saved under fold<k>/."""
     t0 = time.time()
+    memory.reset_peak()
     no_autocast = cfg.model.dtype == "auto" and precision.resolve_precision(cfg.train.precision) == "no"
     model, tok = load_causal_lm(cfg.model, dtype="float32" if no_autocast else None)  # no half base without autocast
     prompter = Prompter.build(tok, cfg.llm, comp.labels, cfg.model.max_length)
@@ -165,10 +166,11 @@ def run_fold(cfg: Config, comp, k: int, train_rows: np.ndarray, valid_rows: np.n
     parts = _parts(cfg, comp, train_rows, valid_rows, test_rows)
     done = {"fold": k, "fingerprint": fingerprint(parts), "fingerprint_parts": parts, "steps": len(losses),
             "train_rows": len(train_rows), "valid_rows": len(valid_rows),
-            "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:])), "elapsed_s": time.time() - t0}
+            "first_loss": losses[0], "last_loss": float(np.mean(losses[-10:])), "elapsed_s": time.time() - t0,
+            "peak_memory": memory.peak()}
     write_json(rd.fold(k) / "done.json", done)
     print(f"[{cfg.exp}] fold {k}: {len(losses)} steps, loss {losses[0]:.3f} -> {done['last_loss']:.3f}, "
-          f"{done['elapsed_s']:.0f} s")
+          f"{done['elapsed_s']:.0f} s, peak {memory.describe(done['peak_memory'])}")
     return done
 
 

@@ -1,0 +1,80 @@
+"""Peak memory of this process, per fold and over its whole life: host RAM (resident set) and CUDA memory.
+
+    reset_peak()     # at a fold's start: the fold's peak is measured from here
+    peak()           # {"ram_gb": ..., "gpu_gb": ...} since the last reset_peak() (gpu_gb None without CUDA)
+    process_peak()   # the same over the whole process (every fold, prediction included)
+
+RAM is Linux's high-water mark of the resident set (VmHWM, reset through /proc/self/clear_refs); where it cannot be
+reset or read (macOS, some containers) it is the process's lifetime peak (getrusage), which is still an upper bound.
+GPU memory is what the CUDA caching allocator reserved at its peak (what the card must hold; `nvidia-smi` shows a
+little more for the CUDA context), reset with torch.cuda.reset_peak_memory_stats().
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+_before = {"ram_gb": 0.0, "gpu_gb": None}  # the process's peak before the last reset
+
+
+def _ram_gb() -> float:
+    try:
+        for line in STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)  # bytes there
+    return kb / 2**20
+
+
+def _cuda():
+    """torch.cuda where this process imported torch and has a GPU, else None (a TF-IDF run never imports torch)."""
+    torch = sys.modules.get("torch")
+    return torch.cuda if torch is not None and torch.cuda.is_available() else None
+
+
+def _gpu_gb() -> float | None:
+    cuda = _cuda()
+    return cuda.max_memory_reserved() / 2**30 if cuda is not None else None
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _rounded(d: dict) -> dict:
+    return {k: None if v is None else round(v, 3) for k, v in d.items()}
+
+
+def peak() -> dict:
+    """Peak RAM and GPU memory (GiB) since the last `reset_peak()`."""
+    return _rounded({"ram_gb": _ram_gb(), "gpu_gb": _gpu_gb()})
+
+
+def process_peak() -> dict:
+    """Peak RAM and GPU memory (GiB) over the whole process."""
+    now = peak()
+    return _rounded({k: _max(_before[k], now[k]) for k in _before})
+
+
+def reset_peak() -> None:
+    """Start measuring a new peak (the process peak so far is kept for `process_peak`)."""
+    _before.update(process_peak())
+    try:
+        CLEAR_REFS.write_text("5")
+    except OSError:
+        pass
+    if (cuda := _cuda()) is not None:
+        cuda.reset_peak_memory_stats()
+
+
+def describe(d: dict | None) -> str:
+    """"5.9 GB RAM, 21.3 GB GPU" ("" when nothing was measured)."""
+    d = d or {}
+    parts = [f"{d[k]:.1f} GB {name}" for k, name in (("ram_gb", "RAM"), ("gpu_gb", "GPU"))
+             if isinstance(d.get(k), (int, float))]
+    return ", ".join(parts)
