@@ -5,8 +5,9 @@ model, data, fold, LoRA r/alpha/targets, LR, steps, batch, max length, precision
 
   throughput  both loops train `--steps` updates of fold `--folds`[0] in this process, one after the other, with no
               evaluation: train examples/s between logging steps (median of the intervals, the first one, with any
-              compile, left out), tokens/s, peak GPU memory and MFU (model FLOPs 6N per token for full fine-tuning,
-              4N with frozen base weights, against the device's dense bf16 peak or --peak-tflops)
+              compile, left out), tokens/s, peak memory (RAM, and GPU where there is one: src/memory.py) and MFU
+              (model FLOPs 6N per token for full fine-tuning, 4N with frozen base weights, against the device's
+              dense bf16 peak or --peak-tflops)
   quality     (--quality) every fold of `--folds` trained in full by both, evaluating every `train.eval_every`
               steps: held-out macro-F1 at per-label tuned thresholds (and at 0.5) of each side's best evaluation,
               wall time and examples/s with evaluation. The project's folds train in the config's own run folder,
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import inspect
 import json
 import os
@@ -34,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from src import metrics, thresholds, train  # noqa: E402
+from src import memory, metrics, thresholds, train  # noqa: E402
 from src.config import Config, ThresholdConfig, load_config  # noqa: E402
 from src.data import load_competition  # noqa: E402
 from src.errors import cli  # noqa: E402
@@ -54,13 +56,11 @@ def f1s(Y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
 
 
 def reset_mem() -> None:
+    """Measure the next loop's peak memory on its own (the previous loop's objects collected first)."""
+    gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_mem_gb() -> float | None:
-    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
+    memory.reset_peak()
 
 
 def steady_rate(times: list[tuple[int, float, int]]) -> float:
@@ -89,7 +89,7 @@ def project_throughput(cfg: Config, comp, folds, k: int, steps: int, out: Path) 
     train.train_fold(cfg, comp, folds, rd, k, train.accelerator(cfg))
     history = [json.loads(line) for line in (rd.fold(k) / "history.jsonl").read_text().splitlines()]
     rates = [h["samples_per_s"] for h in history if "samples_per_s" in h][1:]
-    return {"ex_s": float(np.median(rates)) if rates else float("nan"), "peak_gb": peak_mem_gb()}
+    return {"ex_s": float(np.median(rates)) if rates else float("nan"), "peak": memory.peak()}
 
 
 def project_quality(cfg: Config, comp, folds, k: int) -> dict:
@@ -189,7 +189,7 @@ def peer_run(cfg: Config, comp, folds, k: int, tok, out: Path, steps: int, evalu
     t0 = time.perf_counter()
     trainer.train()
     result = {"wall_s": time.perf_counter() - t0, "steps": trainer.state.global_step, "ex_s": steady_rate(
-        [(0, t0, 0), *clock.times]), "peak_gb": peak_mem_gb()}
+        [(0, t0, 0), *clock.times]), "peak": memory.peak()}
     if every:
         result["probs"] = 1 / (1 + np.exp(-trainer.predict(rows(np.flatnonzero(in_valid))).predictions))
     return result
@@ -215,7 +215,7 @@ def throughput(cfg: Config, comp, folds, k: int, steps: int, out: Path, peak: fl
     for name, r in results.items():
         r["tok_s"] = r["ex_s"] * tokens_per_row
         r["mfu"] = flops_per_token * r["tok_s"] / (peak * 1e12) if peak else float("nan")
-        mem = "n/a (CPU)" if r["peak_gb"] is None else f"{r['peak_gb']:.2f} GB"
+        mem = memory.describe(r["peak"])
         mfu = "n/a (no peak: --peak-tflops)" if np.isnan(r["mfu"]) else f"{r['mfu']:.1%}"
         print(f"throughput {name:>10}: {r['ex_s']:.1f} train ex/s, {r['tok_s']:.0f} tokens/s, MFU {mfu}, peak "
               f"memory {mem} ({steps} updates of {cfg.train.batch_size * cfg.train.grad_accum} rows, no evaluation)",

@@ -14,7 +14,7 @@ commands:
   stack      per-label logistic regression over runs' OOF logits, fitted fold-wise
   seeds      train several seeds (or --vary values) of a config, then their equal-weight average
   pack       pack finished runs (selected checkpoints + code) for an offline Kaggle notebook
-  runs       one table of every run: metric, honest figure, folds, wall time, submission
+  runs       one table of every run: metric, honest figure, folds, wall time, peak memory, submission
   tune       hyperparameter search (Optuna): each trial a run, the study resumable and shareable
 """
 

@@ -71,6 +71,7 @@ def test_speed_compares_the_loop_with_a_trainer_peer(workdir, comp_dir, capsys, 
     speed = results["throughput"]
     assert speed["project"]["ex_s"] > 0 and speed["hf_trainer"]["ex_s"] > 0
     assert speed["ratio"] == pytest.approx(speed["project"]["ex_s"] / speed["hf_trainer"]["ex_s"])
+    assert all(speed[side]["peak"]["ram_gb"] > 0.1 for side in ("project", "hf_trainer"))  # each loop's own peak
     folds = results["quality"]["folds"]
     assert sorted(folds) == [0, 1]
     for k in (0, 1):
@@ -79,6 +80,7 @@ def test_speed_compares_the_loop_with_a_trainer_peer(workdir, comp_dir, capsys, 
     assert any((workdir / "checkpoints").glob("*/fold1/done.json"))  # the project's folds train in its run folder
     out = capsys.readouterr().out
     assert "throughput ratio project / HF Trainer" in out and "quality mean over folds [0, 1]" in out
+    assert "GB RAM (8 updates" not in out and "GB RAM (6 updates of 16 rows" in out
 
 
 def test_gpu_check_fits_one_upload_and_runs_end_to_end_on_cpu(tmp_path, comp_dir):
