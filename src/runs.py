@@ -9,9 +9,11 @@ method (fine-tuning method, TF-IDF or probe classifier, LLM readout, blend metho
 partial: some folds, unfinished: no metrics.json yet, damaged), folds (done / n_folds), metric (the run's
 data.metric), oof (the metric after decisions fitted on all OOF rows: optimistic), honest (each fold decided by
 thresholds fitted on the other folds; a blend's nested figure, its weights fitted on the other folds too; empty for a
-one-fold run), wall_s, ram_gb and gpu_gb (the peak of the run's process and of its folds' training, GiB; empty where
-not recorded), date (metrics.json's time, else the newest of the folder's), submission, note (what could not
-be read). A folder with both a complete run and a partial one shows the complete run.
+one-fold run), wall_s (the command that finished the run: for folds trained by `src.train` processes of their
+own, only the predict step), train_s (the folds' training time summed from their done.json, wherever they ran; empty
+for TF-IDF and probes, trained inside the run), ram_gb and gpu_gb (the peak of the run's process and of its folds'
+training, GiB; empty where not recorded), date (metrics.json's time, else the newest of the folder's), submission,
+note (what could not be read). A folder with both a complete run and a partial one shows the complete run.
 
 Sorting: runs judged by different metrics are not comparable, so the table is grouped by metric (the metric with the
 most runs first) and the default sort, honest, puts the best run of each group first (log_loss: lowest first; runs
@@ -37,7 +39,7 @@ from src.fileio import write_csv
 from src.metrics import LOWER_IS_BETTER
 
 COLUMNS = ["exp", "dataset", "type", "model", "method", "status", "folds", "metric", "oof", "honest", "wall_s",
-           "ram_gb", "gpu_gb", "date", "submission", "note"]
+           "train_s", "ram_gb", "gpu_gb", "date", "submission", "note"]
 SCORES = ("honest", "oof")  # sorted best first within each metric
 FOLD_MARKERS = ("done.json", "model.skops", "probe.skops")  # a finished fold: transformer / LLM, TF-IDF, probe
 
@@ -145,7 +147,7 @@ def run_row(root: Path) -> dict:
     return {"exp": root.name, "dataset": _dataset(root, cfg, notes), "type": kind, "model": model, "method": method,
             "status": status, "folds": f"{len(done)}/{n_folds if isinstance(n_folds, int) else '?'}",
             "metric": metric, "oof": _num(_get(metrics, "oof", metric)), "honest": honest,
-            "wall_s": wall if np.isfinite(wall) else _elapsed(root, done), **_peaks(root, done, metrics),
+            "wall_s": wall, "train_s": _elapsed(root, done), **_peaks(root, done, metrics),
             "date": _date([out / "metrics.json"]) or _date([root, *root.glob("fold*/done.json"), out / "config.yaml"]),
             "submission": str(metrics.get("submission") or ""), "note": "; ".join(notes)}
 
@@ -195,10 +197,11 @@ def select(table: pd.DataFrame, pattern: str) -> pd.DataFrame:
 
 
 def show(table: pd.DataFrame) -> str:
-    """The fixed-width table: scores to 4 decimals, wall time in seconds, memory in GiB to 0.1, empty cells blank."""
+    """The fixed-width table: scores to 4 decimals, times in seconds, memory in GiB to 0.1, empty cells blank."""
     fmt = lambda spec: lambda x: "" if pd.isna(x) else format(x, spec)
     return table.to_string(index=False, na_rep="", formatters={
-        "oof": fmt(".4f"), "honest": fmt(".4f"), "wall_s": fmt(".0f"), "ram_gb": fmt(".1f"), "gpu_gb": fmt(".1f")})
+        "oof": fmt(".4f"), "honest": fmt(".4f"), "wall_s": fmt(".0f"), "train_s": fmt(".0f"), "ram_gb": fmt(".1f"),
+        "gpu_gb": fmt(".1f")})
 
 
 @cli

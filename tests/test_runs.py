@@ -86,7 +86,8 @@ def test_damaged_and_unfinished_folders_show_with_a_note_and_nothing_runs(runs):
     assert t.loc["evil", "status"] == "damaged" and "config.yaml unreadable" in t.loc["evil", "note"]
     assert not (runs / "pwned").exists()
     todo = t.loc["todo"]
-    assert (todo["status"], todo["folds"], todo["metric"], todo["wall_s"]) == ("unfinished", "1/3", "micro_f1", 12.5)
+    assert (todo["status"], todo["folds"], todo["metric"], todo["train_s"]) == ("unfinished", "1/3", "micro_f1", 12.5)
+    assert np.isnan(todo["wall_s"])  # no command finished it yet
     assert (todo["model"], todo["method"], todo["dataset"], todo["note"]) == ("org/tiny", "lora", "semeval", "")
     assert "_features" not in t.index
 
@@ -102,7 +103,7 @@ def test_peak_memory_is_the_highest_of_the_run_s_process_and_its_folds(runs, tmp
         (run / f"fold{k}").mkdir(parents=True)
         (run / f"fold{k}" / "done.json").write_text(json.dumps({"fold": k, "elapsed_s": 10, "peak_memory": peak}))
     row = main(["--checkpoints-dir", str(tmp_path / "checkpoints")]).set_index("exp").loc["gpu"]
-    assert (row["ram_gb"], row["gpu_gb"], row["wall_s"]) == (5.25, 11.25, 30)
+    assert (row["ram_gb"], row["gpu_gb"], row["train_s"]) == (5.25, 11.25, 30) and np.isnan(row["wall_s"])
 
 
 def test_default_sort_groups_by_metric_best_honest_first(runs):
@@ -138,7 +139,7 @@ def test_log_loss_runs_rank_lowest_first(workdir, capsys):
 
 def test_csv_round_trip(runs, tmp_path):
     t = main(["--checkpoints-dir", str(runs / "checkpoints"), "--csv", str(tmp_path / "runs.csv")])
-    numbers = ["oof", "honest", "wall_s", "ram_gb", "gpu_gb"]
+    numbers = ["oof", "honest", "wall_s", "train_s", "ram_gb", "gpu_gb"]
     back = pd.read_csv(tmp_path / "runs.csv", keep_default_na=False, na_values={c: [""] for c in numbers})
     assert list(back.columns) == COLUMNS
     pd.testing.assert_frame_equal(back[numbers], t[numbers])
