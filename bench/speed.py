@@ -10,8 +10,12 @@ model, data, fold, LoRA r/alpha/targets, LR, steps, batch, max length, precision
               dense bf16 peak or --peak-tflops)
   quality     (--quality) every fold of `--folds` trained in full by both, evaluating every `train.eval_every`
               steps: held-out macro-F1 at per-label tuned thresholds (and at 0.5) of each side's best evaluation,
-              wall time and examples/s with evaluation. The project's folds train in the config's own run folder,
-              so the folds of a finished ten-fold run are reused; the peer's go to a temp folder.
+              wall time and examples/s with evaluation, and a 95% paired bootstrap interval of the mean
+              difference (held-out rows resampled within each fold, each side's decisions fixed): the size of the
+              gap that the held-out rows alone can make. The project's folds train in the config's own run folder,
+              so the folds of a finished ten-fold run are reused; the peer's go to `--work` (default: a temp
+              folder), where a finished peer fold is reused too (its best checkpoint reloaded and predicted).
+              Both sides' held-out probabilities are saved to <work>/quality_probs.npz.
 
     python bench/speed.py --config configs/mpnet-base-fast.yaml --data-dir DIR --steps 200           # GPU
     python bench/speed.py --config configs/smollm2-135m-cpu.yaml --data-dir DIR --steps 30 --quality --folds 0-2
@@ -96,18 +100,19 @@ def project_quality(cfg: Config, comp, folds, k: int) -> dict:
     """Fold k trained in full in the config's run folder (a finished fold is reused); its best evaluation."""
     cfg = variant(cfg, folds__run=[k])
     rd = RunDir.of(cfg)
-    t0 = time.perf_counter()
+    reused = (rd.fold(k) / "done.json").is_file()  # a finished fold of the same settings (else train_run refuses)
     train.train_run(cfg, comp, folds, rd)
     done = json.loads((rd.fold(k) / "done.json").read_text())
     probs = np.load(rd.step(k, done["best_f1_tuned"]["step"]) / "valid_probs.npy")
     return {"probs": probs, "wall_s": done["elapsed_s"], "steps": done["steps"],
-            "reused": time.perf_counter() - t0 < 0.5 * done["elapsed_s"]}
+            "reused": reused}
 
 
 # ---------------------------------------------------------------- the peer
 
-def peer_model(cfg: Config, comp, tok):
-    """The plain recipe's model: AutoModelForSequenceClassification, with peft LoRA (SEQ_CLS) for lora/qlora."""
+def peer_base(cfg: Config, comp, tok):
+    """The plain recipe's model before LoRA: AutoModelForSequenceClassification (4-bit and prepared for k-bit
+    training for qlora)."""
     from transformers import AutoModelForSequenceClassification
 
     m = cfg.model
@@ -118,16 +123,47 @@ def peer_model(cfg: Config, comp, tok):
         resolve_path(m.name_or_path), num_labels=len(comp.labels), problem_type="multi_label_classification",
         **kwargs)
     model.config.pad_token_id = tok.pad_token_id
-    if m.method in ("lora", "qlora"):
-        from peft import LoraConfig, TaskType, get_peft_model, prepare_model_for_kbit_training
+    if m.method == "qlora":
+        from peft import prepare_model_for_kbit_training
 
-        if m.method == "qlora":
-            model = prepare_model_for_kbit_training(model)
+        model = prepare_model_for_kbit_training(model)
+    return model
+
+
+def peer_model(cfg: Config, comp, tok):
+    """The plain recipe's model: peer_base, with peft LoRA (SEQ_CLS) for lora/qlora."""
+    model = peer_base(cfg, comp, tok)
+    if cfg.model.method in ("lora", "qlora"):
+        from peft import LoraConfig, TaskType, get_peft_model
+
         lc = cfg.lora
         model = get_peft_model(model, LoraConfig(task_type=TaskType.SEQ_CLS, r=lc.r, lora_alpha=lc.alpha,
                                                  lora_dropout=lc.dropout, bias=lc.bias,
                                                  target_modules=list(lc.target_modules) or None))
     return model
+
+
+def finished_peer(out: Path, k: int) -> Path | None:
+    """The best checkpoint of a finished peer fold k under `out` (its last trainer_state.json at max_steps), or
+    None."""
+    states = sorted((out / f"peer{k}").glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name[11:]))
+    if not states:
+        return None
+    state = json.loads(states[-1].read_text())
+    best = Path(state.get("best_model_checkpoint") or "")
+    if not best.is_absolute():  # a work folder that moved: the checkpoint beside the state
+        best = states[-1].parents[1] / best.name
+    return best if state.get("global_step") == state.get("max_steps") and best.name and best.is_dir() else None
+
+
+def peer_reload(cfg: Config, comp, tok, ckpt: Path):
+    """A finished peer checkpoint as the peer built it: the base model with its LoRA adapter (and head), or the
+    whole fine-tuned model."""
+    from peft import PeftModel
+
+    if not (ckpt / "adapter_config.json").is_file():
+        return peer_base(variant(cfg, model__name_or_path=str(ckpt)), comp, tok)
+    return PeftModel.from_pretrained(peer_base(cfg, comp, tok), str(ckpt))
 
 
 def peer_run(cfg: Config, comp, folds, k: int, tok, out: Path, steps: int, evaluate: bool) -> dict:
@@ -139,7 +175,8 @@ def peer_run(cfg: Config, comp, folds, k: int, tok, out: Path, steps: int, evalu
     reset_mem()
     t = cfg.train
     in_valid = folds["fold"].to_numpy() == k
-    model = peer_model(cfg, comp, tok)
+    best = finished_peer(out, k) if evaluate else None
+    model = peer_model(cfg, comp, tok) if best is None else peer_reload(cfg, comp, tok, best)
     pw = torch.from_numpy(pos_weight(comp.Y[~in_valid], t.pos_weight, t.pos_weight_clip))
 
     def rows(idx):  # a list of feature dicts is all Trainer needs
@@ -186,10 +223,18 @@ def peer_run(cfg: Config, comp, folds, k: int, tok, out: Path, steps: int, evalu
                               eval_dataset=rows(np.flatnonzero(in_valid)) if every else None, processing_class=tok,
                               data_collator=DataCollatorWithPadding(tok), compute_metrics=compute_metrics,
                               callbacks=[clock])
-    t0 = time.perf_counter()
-    trainer.train()
-    result = {"wall_s": time.perf_counter() - t0, "steps": trainer.state.global_step, "ex_s": steady_rate(
-        [(0, t0, 0), *clock.times]), "peak": memory.peak()}
+    record = out / f"peer{k}" / "wall.json"  # a reused fold's training figures (NaN for one trained before it)
+    if best is None:
+        t0 = time.perf_counter()
+        trainer.train()
+        result = {"wall_s": time.perf_counter() - t0, "steps": trainer.state.global_step, "ex_s": steady_rate(
+            [(0, t0, 0), *clock.times]), "peak": memory.peak()}
+        if every:
+            record.write_text(json.dumps(result))
+    else:
+        saved = json.loads(record.read_text()) if record.is_file() else {}
+        result = {"wall_s": float("nan"), "ex_s": float("nan"), "peak": {}, **saved, "reused": True,
+                  "steps": json.loads((best / "trainer_state.json").read_text())["max_steps"]}
     if every:
         result["probs"] = 1 / (1 + np.exp(-trainer.predict(rows(np.flatnonzero(in_valid))).predictions))
     return result
@@ -226,9 +271,25 @@ def throughput(cfg: Config, comp, folds, k: int, steps: int, out: Path, peak: fl
     return results
 
 
+def paired_interval(Ys: list, As: list, Bs: list, n: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the mean over folds of macro-F1(A) - macro-F1(B): each fold's held-out rows
+    resampled (the same rows for both sides), the 0/1 decisions `As`, `Bs` fixed."""
+    rng = np.random.default_rng(seed)
+    diffs = np.empty(n)
+    for i in range(n):
+        d = []
+        for Y, A, B in zip(Ys, As, Bs):
+            idx = rng.integers(0, len(Y), len(Y))
+            d.append(metrics.macro_f1(Y[idx], A[idx]) - metrics.macro_f1(Y[idx], B[idx]))
+        diffs[i] = np.mean(d)
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
 def quality(cfg: Config, comp, folds, ks: list[int], out: Path) -> dict:
-    """Every fold in `ks` trained in full by both loops: held-out macro-F1 of each side's best evaluation."""
-    rows = {}
+    """Every fold in `ks` trained in full by both loops: held-out macro-F1 of each side's best evaluation, and how
+    much of the difference the held-out rows alone could make."""
+    rows, decided, saved = {}, {"project": [], "hf_trainer": []}, {}
     model, tok = tm.build_model(cfg, comp.labels)
     del model
     for k in ks:
@@ -237,15 +298,22 @@ def quality(cfg: Config, comp, folds, ks: list[int], out: Path) -> dict:
         n = int((folds["fold"].to_numpy() != k).sum())
         for name, r in (("project", proj), ("hf_trainer", peer)):
             r["f1_tuned"], r["f1_at_0.5"] = f1s(Y, r["probs"])
+            decided[name].append(thresholds.apply(r["probs"], thresholds.tune(Y, r["probs"], ThresholdConfig())))
+            saved[f"fold{k}_{name}"] = r["probs"]
             ex_s = r["steps"] * cfg.train.batch_size * cfg.train.grad_accum / r["wall_s"]
+            where = "the run folder's finished fold" if name == "project" else f"reused from {out / f'peer{k}'}"
             print(f"quality fold {k} {name:>10}: held-out macro-F1 {r['f1_tuned']:.4f} tuned / {r['f1_at_0.5']:.4f} "
                   f"at 0.5, {r['steps']} steps in {r['wall_s']:.0f} s ({ex_s:.1f} ex/s with evaluation, {n} train "
-                  f"rows){' (the run folder' + chr(39) + 's finished fold)' if r.get('reused') else ''}", flush=True)
+                  f"rows){f' ({where})' if r.get('reused') else ''}", flush=True)
         rows[k] = {"project": proj, "hf_trainer": peer}
+    np.savez(out / "quality_probs.npz", **saved)
     mean = {name: float(np.mean([rows[k][name]["f1_tuned"] for k in ks])) for name in ("project", "hf_trainer")}
+    Ys = [comp.Y[folds["fold"].to_numpy() == k] for k in ks]
+    lo, hi = paired_interval(Ys, decided["project"], decided["hf_trainer"])
     print(f"quality mean over folds {ks}: project {mean['project']:.4f}, HF Trainer {mean['hf_trainer']:.4f} "
-          f"(difference {mean['project'] - mean['hf_trainer']:+.4f})", flush=True)
-    return {"folds": rows, "mean": mean}
+          f"(difference {mean['project'] - mean['hf_trainer']:+.4f}; 95% paired bootstrap interval over the "
+          f"held-out rows {lo:+.4f} to {hi:+.4f}); held-out probabilities: {out / 'quality_probs.npz'}", flush=True)
+    return {"folds": rows, "mean": mean, "interval": (lo, hi)}
 
 
 @cli
@@ -259,9 +327,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--tiny", nargs="?", const="bert", choices=["bert", "llama"],
                    help="a tiny random BERT (full fine-tune) or Llama (LoRA) instead of the config's model (CPU)")
     p.add_argument("--peak-tflops", type=float, default=0.0, help="device peak for MFU (default: known GPUs)")
+    p.add_argument("--work", default="", help="the peer's folder (default: a new temp folder); finished peer folds "
+                   "in it are reused")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
-    out = Path(tempfile.mkdtemp(prefix="speed-"))
+    out = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="speed-"))
+    out.mkdir(parents=True, exist_ok=True)
     overrides = [f"data.data_dir={a.data_dir}", *a.overrides]
     cfg = load_config(a.config, overrides)
     comp = load_competition(cfg.data)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -64,10 +65,12 @@ def test_thresholds_compares_rules_in_sample_and_cross_fitted(workdir, comp_dir,
 
 @pytest.mark.parametrize("family", ["bert", "llama"])
 def test_speed_compares_the_loop_with_a_trainer_peer(workdir, comp_dir, capsys, family):
-    """Throughput side by side and, with --quality, both loops trained on two folds (LoRA: Trainer + peft)."""
-    results = bench("speed").main(["--tiny", family, "--data-dir", str(comp_dir), "--folds", "0-1", "--steps", "6",
-                                   "--quality", "folds.n_folds=5", "train.max_steps=8", "train.eval_every=4",
-                                   "train.batch_size=16", "train.log_every=2"])
+    """Throughput side by side and, with --quality, both loops trained on two folds (LoRA: Trainer + peft); a rerun
+    with the same --work reuses both sides' finished folds and gives the same figures (the peer's best checkpoint
+    reloaded from disk predicts what its trained model did)."""
+    args = ["--tiny", family, "--data-dir", str(comp_dir), "--folds", "0-1", "--quality", "--work", "peer",
+            "folds.n_folds=5", "train.max_steps=8", "train.eval_every=4", "train.batch_size=16", "train.log_every=2"]
+    results = bench("speed").main([*args, "--steps", "6"])
     speed = results["throughput"]
     assert speed["project"]["ex_s"] > 0 and speed["hf_trainer"]["ex_s"] > 0
     assert speed["ratio"] == pytest.approx(speed["project"]["ex_s"] / speed["hf_trainer"]["ex_s"])
@@ -81,6 +84,20 @@ def test_speed_compares_the_loop_with_a_trainer_peer(workdir, comp_dir, capsys, 
     out = capsys.readouterr().out
     assert "throughput ratio project / HF Trainer" in out and "quality mean over folds [0, 1]" in out
     assert "GB RAM (8 updates" not in out and "GB RAM (6 updates of 16 rows" in out
+    lo, hi = results["quality"]["interval"]
+    diff = results["quality"]["mean"]["project"] - results["quality"]["mean"]["hf_trainer"]
+    assert lo < hi and lo - 0.05 <= diff <= hi + 0.05  # decisions tuned on the rows: near, not always inside
+    saved = np.load(workdir / "peer" / "quality_probs.npz")
+    assert sorted(saved.files) == ["fold0_hf_trainer", "fold0_project", "fold1_hf_trainer", "fold1_project"]
+
+    again = bench("speed").main([*args, "--steps", "0"])["quality"]
+    out = capsys.readouterr().out
+    assert out.count("(reused from") == 2 and out.count("(the run folder's finished fold)") == 2
+    for k in (0, 1):
+        for side in ("project", "hf_trainer"):
+            np.testing.assert_allclose(again["folds"][k][side]["probs"], folds[k][side]["probs"], atol=1e-6)
+            assert again["folds"][k][side]["steps"] == 8
+    assert again["folds"][0]["hf_trainer"]["wall_s"] == folds[0]["hf_trainer"]["wall_s"]  # its record, not a rerun
 
 
 def test_gpu_check_fits_one_upload_and_runs_end_to_end_on_cpu(tmp_path, comp_dir):
