@@ -38,8 +38,11 @@ def _cuda():
 
 
 def _gpu_gb() -> float | None:
-    cuda = _cuda()
-    return cuda.max_memory_reserved() / 2**30 if cuda is not None else None
+    try:
+        cuda = _cuda()
+        return cuda.max_memory_reserved() / 2**30 if cuda is not None else None
+    except (RuntimeError, AssertionError):  # a figure is never a reason to stop a run
+        return None
 
 
 def _max(a: float | None, b: float | None) -> float | None:
@@ -68,8 +71,11 @@ def reset_peak() -> None:
         CLEAR_REFS.write_text("5")
     except OSError:
         pass
-    if (cuda := _cuda()) is not None:
-        cuda.reset_peak_memory_stats()
+    try:
+        if (cuda := _cuda()) is not None:
+            cuda.reset_peak_memory_stats()
+    except (RuntimeError, AssertionError):
+        pass
 
 
 def describe(d: dict | None) -> str:

@@ -67,3 +67,45 @@ def test_unary_few_shot_draws_examples_from_training_folds_only(workdir, comp_di
         held_out = [k for k, rows in fold_rows.items() if not pool & rows]
         assert len(held_out) == 1 and len(pool) == 160  # the pool is the other four folds
     assert json.loads((workdir / "checkpoints/u/partial/analysis.json").read_text())["methods"].keys() == {"unary"}
+
+
+def test_a_stopped_scoring_run_resumes_from_its_saved_chunks(workdir, comp_dir, decoder, monkeypatch, capsys):
+    """Rows are scored a chunk at a time and each chunk saved: a run stopped in its third chunk reads the first two
+    back and scores the rest; its outputs equal an uninterrupted run's, and the chunks are gone once they are
+    written."""
+    from src.llm import chunks, score
+
+    monkeypatch.setattr(chunks, "CHUNK", 8)
+    base = [f"data.data_dir={comp_dir}", "model_type=llm", "folds.n_folds=5", f"model.name_or_path={decoder}",
+            "llm.prompt=unary", "llm.max_train_rows=30", "llm.max_test_rows=10", "llm.chat_template=false"]
+    run(load_config(None, [*base, "exp=whole"]))
+    real, calls, stop = score.score_unary, [], [True]
+
+    class Stopped(Exception):  # a killed process, a session's end, a preempted pod
+        pass
+
+    def stopping(model, tok, prompter, texts, *args):
+        calls.append(len(texts))
+        if len(calls) == 3 and stop and stop.pop():
+            raise Stopped
+        return real(model, tok, prompter, texts, *args)
+
+    monkeypatch.setattr(score, "score_unary", stopping)
+    with pytest.raises(Stopped):
+        run(load_config(None, [*base, "exp=stopped"]))
+    store = workdir / "checkpoints/stopped/scoring"
+    assert len(list(store.glob("*.npz"))) == 2 and not (workdir / "checkpoints/stopped/partial/oof.csv").exists()
+    calls.clear()
+    capsys.readouterr()
+    run(load_config(None, [*base, "exp=stopped"]))
+    assert calls == [8, 6, 8, 2]  # the rest of the 30 train rows, then the 10 test rows: nothing scored twice
+    assert "oof: 16 of 30 rows read from" in capsys.readouterr().out
+    assert not store.exists()
+    for name in ("oof.csv", "test.csv", "methods/unary_oof.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(workdir / "checkpoints/stopped/partial" / name),
+                                      pd.read_csv(workdir / "checkpoints/whole/partial" / name))
+
+    calls.clear()  # other settings: the saved chunks of the first settings are not read
+    (store / "x").mkdir(parents=True)
+    run(load_config(None, [*base, "exp=stopped", "llm.yes_words=[Yes]"]))
+    assert sum(calls) == 40
