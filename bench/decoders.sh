@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Decoder LLMs as multi-label classifiers on the CPU, proven on real weights (docs/cpu.md "Decoders on a CPU"): SmolLM2-135M
 # with LoRA over ten folds, the same folds 0-2 with the plain Trainer + peft peer side by side, SmolLM2 with QLoRA,
-# Qwen2.5-Coder-0.5B with LoRA, the zero-shot label scorers on every row, and the submissions in bench/results/.
+# Qwen2.5-Coder-0.5B with LoRA, the zero-shot label scorers on every train row, and the submissions in bench/results/.
 # Finished folds and runs are reused, so a killed run resumes where it stopped (about 15 h of both cores in all).
 #   bash bench/decoders.sh [competition folder, default ../shared/data/emotion-detection]
 # Each step's wall time and peak memory (largest process, GNU time) are appended to logs/decoders_times.txt; the peer
@@ -42,8 +42,9 @@ keep smollm2-135m-qlora-cpu
 finetune configs/qwen2.5-coder-0.5b-cpu.yaml qwen2.5-coder-0.5b-cpu
 keep qwen2.5-coder-0.5b-cpu
 
-# zero-shot label scoring with the same model, every train and test row (no training): what fine-tuning buys
-N=data.normalize=tweet
-timed llm_zeroshot_multi $PY -m src run --config configs/llm_zeroshot_multi.yaml "$D" $N
-timed llm_zeroshot_unary $PY -m src run --config configs/llm_zeroshot_unary.yaml "$D" $N
+# zero-shot label scoring with the same model on every train row (no training): what fine-tuning buys
+# (bf16 weights: 2.3x faster than float32 on an AMX CPU; the train rows only: OOF beside the fine-tuned runs')
+N=(data.normalize=tweet model.dtype=bfloat16 llm.max_test_rows=-1)
+timed llm_zeroshot_unary $PY -m src run --config configs/llm_zeroshot_unary.yaml "$D" "${N[@]}"
+timed llm_zeroshot_multi $PY -m src run --config configs/llm_zeroshot_multi.yaml "$D" "${N[@]}"
 cat "$TIMES"

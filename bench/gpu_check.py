@@ -32,6 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from src import memory  # noqa: E402 (standard library only: the summary runs before any install)
 
 LIMIT_MIB = 56  # one upload: the device tool takes 64 MiB, tree included; the rest is headroom
 PACKAGES = ("bitsandbytes", "iterative-stratification", "skops", "prettytable")  # what the GPU image lacks
@@ -109,9 +110,11 @@ def summary(work: Path) -> str:
         text += ["# ten folds (train.sh configs/mpnet-base-bs128.yaml)", *lines[-14:]]
     done = sorted(work.glob("checkpoints/mpnet-base-bs128/fold*/done.json"))
     if done:
-        total = sum(json.loads(p.read_text())["elapsed_s"] for p in done)
+        docs = [json.loads(p.read_text()) for p in done]
+        total = sum(d["elapsed_s"] for d in docs)
+        peaks = {k: max((d.get("peak_memory") or {}).get(k) or 0.0 for d in docs) or None for k in ("ram_gb", "gpu_gb")}
         text.append(f"mpnet-base-bs128: {len(done)} folds trained in {total:.0f} s (training + evaluation, sum "
-                    "over folds)")
+                    f"over folds), the largest fold's peak {memory.describe(peaks)}")
     return "\n".join(text) + "\n"
 
 

@@ -127,6 +127,7 @@ def test_gpu_check_fits_one_upload_and_runs_end_to_end_on_cpu(tmp_path, comp_dir
     assert all(json.dumps(r) in summary for r in cuda.values())
     assert summary.count("throughput ratio project / HF Trainer") == 2  # encoder and decoder
     assert "mpnet-base-bs128: 2 folds trained in" in summary and "== done in" in summary
+    assert "the largest fold's peak " in summary and " GB RAM" in summary  # (and GB GPU on a GPU)
     assert (work / "results" / "mpnet-base-bs128.csv").is_file()
 
 
