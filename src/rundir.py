@@ -35,9 +35,12 @@ def partial_reason(cfg: Config) -> str:
     run = set(cfg.folds.run)
     if run and run != set(range(cfg.folds.n_folds)):
         return f"folds {sorted(run)} of {cfg.folds.n_folds}"
-    if cfg.model_type in ("llm", "llm_finetune") and (cfg.llm.max_train_rows > 0 or cfg.llm.max_test_rows != 0):
-        return f"llm.max_train_rows={cfg.llm.max_train_rows}, llm.max_test_rows={cfg.llm.max_test_rows}"
-    return ""
+    if cfg.model_type not in ("llm", "llm_finetune"):
+        return ""
+    train, test = cfg.llm.max_train_rows, cfg.llm.max_test_rows
+    parts = ([f"llm.max_train_rows={train}: {train} train rows"] if train > 0 else []) + (
+        [f"llm.max_test_rows={test}: " + ("no test rows" if test < 0 else f"{test} test rows")] if test else [])
+    return ", ".join(parts)
 
 
 @dataclass(frozen=True)

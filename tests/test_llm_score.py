@@ -109,3 +109,13 @@ def test_a_stopped_scoring_run_resumes_from_its_saved_chunks(workdir, comp_dir, 
     (store / "x").mkdir(parents=True)
     run(load_config(None, [*base, "exp=stopped", "llm.yes_words=[Yes]"]))
     assert sum(calls) == 40
+
+
+def test_a_partial_llm_run_names_only_the_rows_it_leaves_out():
+    from src.rundir import partial_reason
+
+    for overrides, said in (([], ""), (["llm.max_test_rows=-1"], "llm.max_test_rows=-1: no test rows"),
+                            (["llm.max_train_rows=400"], "llm.max_train_rows=400: 400 train rows"),
+                            (["llm.max_train_rows=24", "llm.max_test_rows=6"],
+                             "llm.max_train_rows=24: 24 train rows, llm.max_test_rows=6: 6 test rows")):
+        assert partial_reason(load_config(None, ["model_type=llm", *overrides])) == said
