@@ -9,6 +9,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synth import make_competition  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def own_memory_peaks(monkeypatch):
+    """Each test its own process-peak record (src/memory.py), so a test that fakes a GPU leaves no GPU figure
+    behind for the runs of the next."""
+    from src import memory
+
+    monkeypatch.setattr(memory, "_before", {"ram_gb": 0.0, "gpu_gb": None})
+
+
 @pytest.fixture
 def comp_dir(tmp_path):
     """A synthetic competition folder (200 train / 60 test rows, 4 labels)."""

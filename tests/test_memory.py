@@ -59,7 +59,6 @@ class FakeCuda:
 def test_gpu_peaks_are_per_fold_and_the_process_keeps_the_highest(monkeypatch):
     cuda = FakeCuda()
     monkeypatch.setattr(memory, "_cuda", lambda: cuda)
-    monkeypatch.setattr(memory, "_before", {"ram_gb": 0.0, "gpu_gb": None})  # this test's figures stay in it
     memory.reset_peak()
     cuda.alloc(1.0), cuda.alloc(20.0), cuda.free(20.0)
     assert memory.peak()["gpu_gb"] == 21.0
@@ -78,6 +77,5 @@ def test_a_cuda_that_cannot_report_leaves_the_figure_empty_and_the_run_going(mon
             raise AssertionError("Torch not compiled with CUDA enabled")
 
     monkeypatch.setattr(memory, "_cuda", lambda: Broken())
-    monkeypatch.setattr(memory, "_before", {"ram_gb": 0.0, "gpu_gb": None})
     memory.reset_peak()
     assert memory.peak()["gpu_gb"] is None and memory.peak()["ram_gb"] > 0
