@@ -53,10 +53,14 @@ from src.weights import pos_weight  # noqa: E402
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10G": 125.0}  # dense bf16
 
 
+def tuned_decisions(Y: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """0/1 decisions at per-label thresholds tuned on these rows."""
+    return thresholds.apply(probs, thresholds.tune(Y, probs, ThresholdConfig()))
+
+
 def f1s(Y: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
     """Macro-F1 at per-label thresholds tuned on these rows, and at 0.5."""
-    th = thresholds.tune(Y, probs, ThresholdConfig())
-    return metrics.macro_f1(Y, thresholds.apply(probs, th)), metrics.macro_f1(Y, probs >= 0.5)
+    return metrics.macro_f1(Y, tuned_decisions(Y, probs)), metrics.macro_f1(Y, probs >= 0.5)
 
 
 def reset_mem() -> None:
@@ -297,8 +301,9 @@ def quality(cfg: Config, comp, folds, ks: list[int], out: Path) -> dict:
         proj, peer = project_quality(cfg, comp, folds, k), peer_run(cfg, comp, folds, k, tok, out, 0, evaluate=True)
         n = int((folds["fold"].to_numpy() != k).sum())
         for name, r in (("project", proj), ("hf_trainer", peer)):
-            r["f1_tuned"], r["f1_at_0.5"] = f1s(Y, r["probs"])
-            decided[name].append(thresholds.apply(r["probs"], thresholds.tune(Y, r["probs"], ThresholdConfig())))
+            decided[name].append(tuned_decisions(Y, r["probs"]))
+            r["f1_tuned"] = metrics.macro_f1(Y, decided[name][-1])
+            r["f1_at_0.5"] = metrics.macro_f1(Y, r["probs"] >= 0.5)
             saved[f"fold{k}_{name}"] = r["probs"]
             ex_s = r["steps"] * cfg.train.batch_size * cfg.train.grad_accum / r["wall_s"]
             where = "the run folder's finished fold" if name == "project" else f"reused from {out / f'peer{k}'}"

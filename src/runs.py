@@ -105,18 +105,21 @@ def _folds_done(root: Path) -> list[int]:
     return sorted(int(d.name[4:]) for d in dirs if any((d / m).exists() for m in FOLD_MARKERS))
 
 
-def _elapsed(root: Path, folds: list[int]) -> float:
+def _fold_records(root: Path, folds: list[int]) -> list:
+    """The finished folds' done.json documents (None where absent or damaged), each read once."""
+    return [_read(root / f"fold{k}" / "done.json", []) for k in folds]
+
+
+def _elapsed(records: list) -> float:
     """Sum of the finished folds' training time (done.json), NaN if none recorded one."""
-    times = [_num(_get(_read(root / f"fold{k}" / "done.json", []), "elapsed_s")) for k in folds]
-    times = [t for t in times if np.isfinite(t)]
+    times = [t for r in records if np.isfinite(t := _num(_get(r, "elapsed_s")))]
     return float(sum(times)) if times else np.nan
 
 
-def _peaks(root: Path, folds: list[int], metrics: dict) -> dict:
+def _peaks(records: list, metrics: dict) -> dict:
     """The highest peak memory (ram_gb, gpu_gb) recorded by the run's process (metrics.json) and its folds'
     training (done.json); NaN where none recorded one."""
-    done = [_get(_read(root / f"fold{k}" / "done.json", []), "peak_memory") for k in folds]
-    found = [metrics.get("peak_memory"), *done]
+    found = [metrics.get("peak_memory"), *(_get(r, "peak_memory") for r in records)]
     return {key: max([v for p in found if np.isfinite(v := _num(_get(p, key)))], default=np.nan)
             for key in ("ram_gb", "gpu_gb")}
 
@@ -144,10 +147,11 @@ def run_row(root: Path) -> dict:
     else:
         status = "damaged" if notes else "unfinished"
     wall = _num(metrics.get("wall_s"))
+    records = _fold_records(root, done)
     return {"exp": root.name, "dataset": _dataset(root, cfg, notes), "type": kind, "model": model, "method": method,
             "status": status, "folds": f"{len(done)}/{n_folds if isinstance(n_folds, int) else '?'}",
             "metric": metric, "oof": _num(_get(metrics, "oof", metric)), "honest": honest,
-            "wall_s": wall, "train_s": _elapsed(root, done), **_peaks(root, done, metrics),
+            "wall_s": wall, "train_s": _elapsed(records), **_peaks(records, metrics),
             "date": _date([out / "metrics.json"]) or _date([root, *root.glob("fold*/done.json"), out / "config.yaml"]),
             "submission": str(metrics.get("submission") or ""), "note": "; ".join(notes)}
 
