@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 STATUS, CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
-_before = {"ram_gb": 0.0, "gpu_gb": None}  # the process's peak before the last reset
+_highest = {"ram_gb": 0.0, "gpu_gb": None}  # the highest figures read so far in this process
 
 
 def _ram_gb() -> float:
@@ -54,19 +54,24 @@ def _rounded(d: dict) -> dict:
 
 
 def peak() -> dict:
-    """Peak RAM and GPU memory (GiB) since the last `reset_peak()`."""
-    return _rounded({"ram_gb": _ram_gb(), "gpu_gb": _gpu_gb()})
+    """Peak RAM and GPU memory (GiB) since the last `reset_peak()`.
+
+    Every figure handed out is kept for `process_peak`, which can then never report less than a fold did (the kernel's
+    RSS counters are batched per CPU, so two readings of one high-water mark can differ by a few pages)."""
+    now = _rounded({"ram_gb": _ram_gb(), "gpu_gb": _gpu_gb()})
+    _highest.update({k: _max(_highest[k], now[k]) for k in _highest})
+    return now
 
 
 def process_peak() -> dict:
     """Peak RAM and GPU memory (GiB) over the whole process."""
-    now = peak()
-    return _rounded({k: _max(_before[k], now[k]) for k in _before})
+    peak()
+    return dict(_highest)
 
 
 def reset_peak() -> None:
     """Start measuring a new peak (the process peak so far is kept for `process_peak`)."""
-    _before.update(process_peak())
+    peak()
     try:
         CLEAR_REFS.write_text("5")
     except OSError:

@@ -15,7 +15,7 @@ def own_memory_peaks(monkeypatch):
     behind for the runs of the next."""
     from src import memory
 
-    monkeypatch.setattr(memory, "_before", {"ram_gb": 0.0, "gpu_gb": None})
+    monkeypatch.setattr(memory, "_highest", {"ram_gb": 0.0, "gpu_gb": None})
 
 
 @pytest.fixture
