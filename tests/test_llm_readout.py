@@ -12,6 +12,8 @@ from src.llm.label_tokens import Query, common_prefix, distinguishing_lengths, p
 from src.llm.prompts import Prompter
 from src.llm.readout import candidate_logprobs, greedy_answers
 
+# the cache goes in under the name this transformers reads (past_key_values is deprecated in 5.x, ignored from 5.40)
+pytestmark = pytest.mark.filterwarnings("error:.*past_key_values.*:FutureWarning")
 CORPUS = make_frame(200)["Tweet"].tolist() + ["anger joy fear trust"] * 5
 WORDS = ["joy", "anger", "pessimism", "pessimistic", "anticipation", "fear"]
 

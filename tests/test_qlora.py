@@ -95,8 +95,12 @@ def test_qlora_trains_through_the_loop_and_reloads_to_the_saved_probabilities(wo
 
 def test_qlora_gradient_checkpointing_recomputes_layers_on_cpu(llama):
     cfg = tiny_cfg(llama, "model.gradient_checkpointing=true", method="qlora")
-    model, tok = tm.build_model(cfg, LABELS)
+    with warnings.catch_warnings(record=True) as setup_warnings:
+        warnings.simplefilter("always")
+        model, tok = tm.build_model(cfg, LABELS)
     assert tm.checkpointing_on(tm.hf_model(model))
+    # switched on through the transformers 5 API, not peft's call of the deprecated gradient_checkpointing_enable
+    assert not [str(w.message) for w in setup_warnings if "gradient_checkpointing_enable" in str(w.message)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         per_step, changed = count_layer_forwards(model, tok, cfg, steps=2)

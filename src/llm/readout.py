@@ -28,10 +28,11 @@ class Runner:
     def __init__(self, model, pad_id: int):
         self.model, self.pad_id = model, pad_id
         self.device = next(model.parameters()).device
-        params = inspect.signature(model.forward).parameters
-        if "logits_to_keep" not in params and hasattr(model, "get_base_model"):  # PEFT wrapper: ask the model
-            params = inspect.signature(model.get_base_model().forward).parameters
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # PEFT wrapper: ask the model
+        params = inspect.signature(inner.forward).parameters
         self.keep_arg = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
+        # transformers 5 renamed past_key_values to cache (the old name goes in 5.40, then lands in **kwargs unused)
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"
 
     def new_cache(self):
         from transformers import DynamicCache
@@ -54,8 +55,8 @@ class Runner:
         pos = (start[:, None] + mask.cumsum(1) - 1).clamp(min=0)
         full = mask if past_mask is None else torch.cat([past_mask, mask], 1)
         kwargs = {self.keep_arg: keep} if self.keep_arg else {}
-        out = self.model(input_ids=ids, attention_mask=full, position_ids=pos, past_key_values=cache,
-                         use_cache=cache is not None, **kwargs)
+        out = self.model(input_ids=ids, attention_mask=full, position_ids=pos, use_cache=cache is not None,
+                         **{self.cache_arg: cache}, **kwargs)
         return out.logits[:, -keep:].float(), mask
 
 

@@ -280,8 +280,9 @@ def enable_checkpointing(model) -> None:
 
 def checkpointing_on(model) -> bool:
     """Whether gradient checkpointing is switched on (`is_activation_checkpointing` in transformers >= 5)."""
-    return bool(getattr(model, "is_activation_checkpointing", None) or getattr(model, "is_gradient_checkpointing",
-                                                                               False))
+    if hasattr(model, "is_activation_checkpointing"):
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))
 
 
 def _freeze_all_but_last_n(model, n: int) -> None:
@@ -450,8 +451,7 @@ def _add_adapter(cfg: Config, model, kind: str, ckpt: str | None, trainable: boo
 
     m = cfg.model
     if m.method == "qlora" and trainable:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=m.gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)  # enabled before, as for LoRA
     if ckpt:
         if not (Path(ckpt) / "adapter_config.json").is_file():
             raise UserError(f"{ckpt} holds no LoRA adapter (adapter_config.json); was it trained with "
@@ -509,7 +509,7 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
     tokenizer = _load_tokenizer(ckpt or base, cfg)
     hf_config, kind, other_task = _model_config(cfg, weights, labels, tokenizer, new=ckpt is None)
     model = _load_weights(cfg, weights, hf_config, other_task, saved=weights == ckpt)
-    if m.gradient_checkpointing and trainable and m.method != "qlora":  # qlora: prepare_model_for_kbit_training
+    if m.gradient_checkpointing and trainable:
         enable_checkpointing(model)
     if m.method == "last_n":
         _freeze_all_but_last_n(model, m.last_n_layers)
