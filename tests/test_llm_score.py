@@ -97,9 +97,12 @@ def test_a_stopped_scoring_run_resumes_from_its_saved_chunks(workdir, comp_dir, 
     assert len(list(store.glob("*.npz"))) == 2 and not (workdir / "checkpoints/stopped/partial/oof.csv").exists()
     calls.clear()
     capsys.readouterr()
+    bars, bar = [], chunks.tqdm
+    monkeypatch.setattr(chunks, "tqdm", lambda *a, **k: bars.append(k) or bar(*a, **k))
     run(load_config(None, [*base, "exp=stopped"]))
     assert calls == [8, 6, 8, 2]  # the rest of the 30 train rows, then the 10 test rows: nothing scored twice
     assert "oof: 16 of 30 rows read from" in capsys.readouterr().out
+    assert [(k["desc"], k["initial"]) for k in bars] == [("oof", 16), ("test", 0)]  # its ETA: the 14 rows left
     assert not store.exists()
     for name in ("oof.csv", "test.csv", "methods/unary_oof.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(workdir / "checkpoints/stopped/partial" / name),

@@ -49,27 +49,27 @@ def _save(store: Path, name: str, probs: dict[str, np.ndarray], records: list[di
 def scored_in_chunks(score: Callable[[list[str]], Scores], texts: list[str], key: dict, store: Path | None,
                      desc: str) -> Scores:
     """`score(texts)` a CHUNK of texts at a time, with one progress bar over the rows; with a `store` folder each
-    chunk is saved there under a hash of `key` and its texts, and a chunk already saved is read, not scored."""
+    chunk is saved there under a hash of `key` and its texts, and a chunk already saved is read, not scored (the bar
+    starts at the rows read, so its rate and ETA count only the rows scored now)."""
     if not texts:
         return score(texts)
+    parts = [texts[start: start + CHUNK] for start in range(0, len(texts), CHUNK)]
+    names = [fingerprint({"key": key, "texts": digest(part)}) for part in parts]
+    saved = [_load(store, name, len(part)) if store is not None else None for part, name in zip(parts, names)]
+    reused = sum(len(part) for part, got in zip(parts, saved) if got is not None)
+    if reused:
+        print(f"{desc}: {reused} of {len(texts)} rows read from {store} (scored before the run stopped); "
+              f"scoring the other {len(texts) - reused}")
     probs: dict[str, list[np.ndarray]] = {}
     records: list[dict] = []
-    reused = 0
-    with tqdm(total=len(texts), desc=desc, unit="row") as bar:
-        for start in range(0, len(texts), CHUNK):
-            part = texts[start: start + CHUNK]
-            name = fingerprint({"key": key, "texts": digest(part)})
-            got = _load(store, name, len(part)) if store is not None else None
+    with tqdm(total=len(texts), initial=reused, desc=desc, unit="row") as bar:
+        for part, name, got in zip(parts, names, saved):
             if got is None:
                 got = score(part)
                 if store is not None:
                     _save(store, name, *got)
-            else:
-                reused += len(part)
+                bar.update(len(part))
             for m, p in got[0].items():
                 probs.setdefault(m, []).append(p)
             records += got[1]
-            bar.update(len(part))
-    if reused:
-        print(f"{desc}: {reused} of {len(texts)} rows read from {store} (scored before the run stopped)")
     return {m: np.concatenate(ps) for m, ps in probs.items()}, records
