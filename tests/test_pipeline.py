@@ -45,7 +45,7 @@ def test_finalize_reports_thresholds_tuned_on_other_folds(workdir, comp_dir, cap
     th = json.loads((workdir / "checkpoints/c/thresholds.json").read_text())
     assert th["exclusive"] == ["trust"] and th["shrink"] == 20
     sub = pd.read_csv(workdir / "submissions/c.csv").set_index("ID")
-    assert not ((sub["trust"] == 1) & (sub.drop(columns="trust").sum(1) > 0)).any()  # trust stands alone
+    assert not ((sub["trust"] == 1) & (sub.drop(columns="trust").sum(axis=1) > 0)).any()  # trust stands alone
 
 
 def test_unknown_exclusive_label_stops_before_training(workdir, comp_dir):
