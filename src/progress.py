@@ -40,6 +40,8 @@ def tqdm(*args, **kwargs):
         return widget_bar(*args, **kwargs)
     interactive = sys.stderr.isatty() and "ipykernel" not in sys.modules
     kwargs.setdefault("mininterval", env_seconds("PROGRESS_INTERVAL", 0.1 if interactive else 30))
+    # tqdm's monitor thread forces a refresh of a bar silent for maxinterval (10 s): never sooner than mininterval
+    kwargs.setdefault("maxinterval", max(10.0, kwargs["mininterval"]))
     if not interactive and kwargs.get("leave") is False:  # a transient inner bar: cursor moves in a log, no use
         kwargs["disable"] = True
     return _text_bar(*args, **kwargs)

@@ -532,7 +532,7 @@ class Meter:
 
     def show(self, **values) -> None:
         self.shown.update(values)  # f1 appears once there is an evaluation
-        self.bar.set_postfix(self.shown)
+        self.bar.set_postfix(self.shown, refresh=False)  # shown at the bar's next refresh: a log stays quiet
 
     def log(self, step: int, lr: float) -> None:
         train_loss = self.log_loss.item() / self.log_steps
