@@ -15,6 +15,7 @@ A path (`~/models/x`, `./x`, `/abs/x`, `$VAR/x`) is a local folder and must exis
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import socket
 from pathlib import Path
@@ -89,6 +90,24 @@ def resolve_path(name_or_path: str) -> str:
         return copy
     _check_hub(name_or_path)
     return name_or_path
+
+
+def refuse_hub_kernels() -> None:
+    """Compiled kernels are not fetched from the hub: bitsandbytes (imported by peft and the Trainer) otherwise calls
+    `kernels.get_kernel("kernels-community/...")` at import on CPUs with AVX512-BF16 and would load a binary nobody
+    asked for. It falls back to its own CPU code, as on any other CPU; its warning about the refused download is
+    dropped. Called when `src` is imported, before anything can import bitsandbytes."""
+    try:
+        import kernels
+    except ImportError:
+        return
+
+    def get_kernel(repo_id: str, *args, **kwargs):
+        raise RuntimeError(f"hub kernel {repo_id} not loaded: the kit fetches no compiled code (src/hub.py)")
+
+    kernels.get_kernel = get_kernel
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+        lambda record: "from kernels-community" not in record.getMessage())
 
 
 @functools.cache
