@@ -77,7 +77,7 @@ class ModelConfig:
     last_n_layers: int = 2  # with method=last_n: layers trained besides the head
     max_length: int = 128
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16: weights as loaded
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # less memory, more time, the same model (a fold may resume with it on)
     trust_remote_code: bool = False
     padding_side: str = "auto"  # auto | left | right (decoders pool the last non-pad token)
     text_prefix: str = ""  # prepended to every text (e.g. the label names, SpanEmo-style)

@@ -13,8 +13,11 @@ from src.data import Competition, digest
 from src.errors import UserError
 from src.fileio import read_json
 
-NOT_IN_FINGERPRINT = ("report_to", "log_every", "keep_top_k", "keep_metric", "eval_batch_size", "compile",
-                      "pad_to_multiple", "resume_state", "checkpoint_dtype")
+# What does not change the trained model: bookkeeping, and speed or memory knobs (gradient checkpointing recomputes
+# the same activations, its dropout included), so a fold may resume with checkpointing on when memory runs short
+NOT_IN_FINGERPRINT = {"train": ("report_to", "log_every", "keep_top_k", "keep_metric", "eval_batch_size", "compile",
+                                "pad_to_multiple", "resume_state", "checkpoint_dtype"),
+                      "model": ("gradient_checkpointing",)}
 
 
 def fingerprint_parts(cfg: Config, comp: Competition, held_out_ids, sections=("model", "lora", "train")) -> dict:
@@ -22,8 +25,7 @@ def fingerprint_parts(cfg: Config, comp: Competition, held_out_ids, sections=("m
     "data", the label names and digests of train.csv's ids, texts and label values and of the fold's held-out ids
     (the fold assignment). Stored in done.json / resume.pt, so a mismatch can name what changed."""
     tree = to_dict(cfg)
-    parts = {s: {key: v for key, v in tree[s].items() if not (s == "train" and key in NOT_IN_FINGERPRINT)}
-             for s in sections}
+    parts = {s: {key: v for key, v in tree[s].items() if key not in NOT_IN_FINGERPRINT.get(s, ())} for s in sections}
     parts["data"] = {"label names": list(comp.labels), "train ids": digest(comp.train_ids),
                      "train texts": digest(comp.train_texts), "train labels": digest(comp.Y.tolist()),
                      "held-out ids": digest([str(i) for i in held_out_ids])}

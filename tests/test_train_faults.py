@@ -88,6 +88,23 @@ def test_half_trained_fold_mismatch_and_every_family_exposes_preflight(workdir, 
     assert callable(family("llm_finetune").preflight)
 
 
+def test_a_fold_resumes_and_is_reused_with_gradient_checkpointing_turned_on(workdir, comp_dir, tiny_root):
+    straight = tiny_cfg(comp_dir, tiny_root, "straight", "folds.run=[0]")
+    comp, folds, rd_a = setup(straight)
+    train_folds(straight, comp, folds, rd_a)
+    cfg = tiny_cfg(comp_dir, tiny_root, "gc", "folds.run=[0]")
+    rd = RunDir.of(cfg)
+    with pytest.raises(Interrupt):
+        train_folds(cfg, comp, folds, rd, callbacks=(stop_at(2),))
+    low_memory = tiny_cfg(comp_dir, tiny_root, "gc", "folds.run=[0]", "model.gradient_checkpointing=true")
+    family("transformer").preflight(low_memory, comp, folds, rd)  # the same model, computed with less memory
+    train_folds(low_memory, comp, folds, rd)
+    assert [h["step"] for h in history(rd) if h.get("event") in ("start", "resume")] == [0, 2]
+    np.testing.assert_allclose(np.load(rd.step(0, 6) / "valid_probs.npy"),  # as if trained straight through
+                               np.load(rd_a.step(0, 6) / "valid_probs.npy"), atol=1e-5)
+    preflight(cfg, comp, folds, rd)  # and the finished fold is reused without it
+
+
 # ---------------------------------------------------------------- 2: divergence
 
 def test_diverged_fold_stops_before_writing_that_step(workdir, comp_dir, tiny_root, monkeypatch):
