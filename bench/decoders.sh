@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Decoder LLMs as multi-label classifiers on the CPU, proven on real weights (docs/cpu.md "Decoders on a CPU"): SmolLM2-135M
 # with LoRA over ten folds, the same folds 0-2 with the plain Trainer + peft peer side by side, SmolLM2 with QLoRA,
-# Qwen2.5-Coder-0.5B with LoRA, the zero-shot label scorers on every train row, and the submissions in bench/results/.
-# Finished folds and runs are reused, so a killed run resumes where it stopped (about 15 h of both cores in all).
+# Qwen2.5-Coder-0.5B with LoRA, both decoders in the best CPU blend, the zero-shot label scorers on every train row,
+# and the submissions in bench/results/.
+# Finished folds and runs are reused, so a killed run resumes where it stopped (about 15 h of both cores, and 12 h more
+# when the blend's members are not made yet).
 #   bash bench/decoders.sh [competition folder, default ../shared/data/emotion-detection]
 # Each step's wall time and peak memory (largest process, GNU time) are appended to logs/decoders_times.txt; the peer
 # comparison's output goes to logs/decoder_peer.txt.
@@ -41,6 +43,14 @@ finetune configs/smollm2-135m-cpu.yaml smollm2-135m-qlora-cpu model.method=qlora
 keep smollm2-135m-qlora-cpu
 finetune configs/qwen2.5-coder-0.5b-cpu.yaml qwen2.5-coder-0.5b-cpu
 keep qwen2.5-coder-0.5b-cpu
+
+# in the best CPU blend: its members come from bench/tricks.sh (about 12 h of both cores; skipped once that blend is
+# made), then the twelve-member equal blend and mpnet with the two decoders beside them, weights searched on OOF;
+# the nested estimates of blend_tw12_mpnet (without the decoders) and of this blend are in each run's metrics.json
+[ -f checkpoints/blend_tw12_mpnet/metrics.json ] || bash bench/tricks.sh "$E"
+timed blend_tw12_mpnet_decoders $PY -m src.ensemble blend_tw12_equal mpnet-base-cpu smollm2-135m-cpu \
+  qwen2.5-coder-0.5b-cpu --out blend_tw12_mpnet_decoders "$D"
+keep blend_tw12_mpnet_decoders
 
 # zero-shot label scoring with the same model on every train row (no training): what fine-tuning buys
 # (bf16 weights: 2.3x faster than float32 on an AMX CPU; the train rows only: OOF beside the fine-tuned runs')
