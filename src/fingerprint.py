@@ -58,8 +58,8 @@ def changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
             continue
         for key in sorted(set(old) | set(new)):
             before, after = old.get(key, _MISSING), new.get(key, _MISSING)
-            if before == after or (section, key) in PERMISSIONS:
-                continue
+            if before == after or (section, key) in PERMISSIONS or key in NOT_IN_FINGERPRINT.get(section, ()):
+                continue  # a permission, or a knob an older kit's fingerprint held
             if section == "data":
                 data.append(f"{key} {_show(before)} -> {_show(after)}" if key == "label names" else key)
             else:
@@ -78,7 +78,7 @@ def mismatch(saved: dict, current: dict) -> str | None:
         return (f"settings or data changed (fingerprint {old}, now {fingerprint(current)}; an older kit's fold "
                 "records no details)")
     settings, data = changes(parts, current)
-    if not settings and not data and parts != current:  # only a permission differs (see PERMISSIONS)
+    if not settings and not data and parts != current:  # only a permission or a knob differs (see above)
         return None
     why = [f"settings changed ({', '.join(settings)})"] if settings else []
     why += [f"data changed ({', '.join(data)})"] if data else []

@@ -23,6 +23,7 @@ from src.checkpoints import list_checkpoints, makes_top_k, prune, save_checkpoin
 from src.config import load_config
 from src.data import load_competition
 from src.errors import UserError
+from src.fingerprint import fingerprint
 from src.models import family
 from src.models import transformer as tm
 from src.predict import predict
@@ -103,6 +104,13 @@ def test_a_fold_resumes_and_is_reused_with_gradient_checkpointing_turned_on(work
     np.testing.assert_allclose(np.load(rd.step(0, 6) / "valid_probs.npy"),  # as if trained straight through
                                np.load(rd_a.step(0, 6) / "valid_probs.npy"), atol=1e-5)
     preflight(cfg, comp, folds, rd)  # and the finished fold is reused without it
+
+    done_path = rd.fold(0) / "done.json"
+    done = json.loads(done_path.read_text())
+    parts = done["fingerprint_parts"]
+    parts["model"]["gradient_checkpointing"] = False  # as a kit that counted the switch in the fingerprint wrote it
+    done_path.write_text(json.dumps(done | {"fingerprint": fingerprint(parts)}))
+    preflight(low_memory, comp, folds, rd)  # its finished folds are still reused
 
 
 # ---------------------------------------------------------------- 2: divergence
