@@ -50,7 +50,7 @@ def steps(rd: RunDir, k: int = 0) -> list[int]:
     return sorted(int(d.name[4:]) for d in rd.fold(k).glob("step*"))
 
 
-def test_lora_decoder_learns_checkpoints_every_eval_and_reloads_exactly(workdir, comp_dir, tiny_root):
+def test_lora_decoder_learns_checkpoints_every_eval_and_reloads_exactly(workdir, comp_dir, tiny_root, capfd):
     cfg = load_config(None, overrides(comp_dir, make_tiny("llama", tiny_root), "lora", "model.method=lora",
                                       "model.gradient_checkpointing=true", "train.lr=1e-2", "train.epochs=6",
                                       "train.eval_every=15", "train.head_lr=2e-2", "train.keep_top_k=0"))
@@ -75,8 +75,11 @@ def test_lora_decoder_learns_checkpoints_every_eval_and_reloads_exactly(workdir,
         assert not (d / "resume.pt").exists()  # dropped once the fold is done
     done = json.loads((rd.fold(0) / "done.json").read_text())
     assert done["steps"] == 60 and done["peak_memory"]["ram_gb"] > 0.1 and done["peak_memory"]["gpu_gb"] is None
-    # the reloaded adapter + head give the logits the training run saw
+    # the reloaded adapter + head give the logits the training run saw, and no note calls that head new
+    tm._noted_loads.clear()  # as in a fresh process (predict)
+    capfd.readouterr()
     model, tok = tm.load_checkpoint(cfg, rd.step(0, 60), comp.labels)
+    assert "randomly initialized" not in "".join(capfd.readouterr())
     np.testing.assert_allclose(tm.predict_probs(model, tok, texts, cfg, batch_size=7),
                                np.load(rd.step(0, 60) / "valid_probs.npy"), atol=1e-5)
     assert tm.hf_model(model).config.pad_token_id == tok.pad_token_id

@@ -339,15 +339,16 @@ def quiet_hf():
 _noted_loads: set[str] = set()
 
 
-def _load_note(weights: str, model, info: dict) -> None:
-    """Once per weights: the newly initialized head; every time: backbone weights missing from the checkpoint."""
+def _load_note(weights: str, model, info: dict, new_head: bool) -> None:
+    """Once per weights: the newly initialized head (`new_head`: not one a checkpoint then puts in); every time:
+    backbone weights missing from the checkpoint."""
     head = set(head_modules(model))
     missing = list(info.get("missing_keys") or [])
     backbone = [k for k in missing if k.split(".")[0] not in head]
     if backbone:
         print(f"note: {len(backbone)} weights are not in {weights} and start random: {', '.join(backbone[:4])}"
               + (" ..." if len(backbone) > 4 else ""))
-    elif missing and weights not in _noted_loads:
+    elif missing and new_head and weights not in _noted_loads:
         _noted_loads.add(weights)
         print(f"{weights}: new classification head ({', '.join(sorted({k.split('.')[0] for k in missing}))}), "
               "randomly initialized")
@@ -418,9 +419,9 @@ def _model_config(cfg: Config, weights: str, labels: list[str], tokenizer, new: 
     return hf_config, kind, other_task
 
 
-def _load_weights(cfg: Config, weights: str, hf_config, other_task: list[str], saved: bool):
+def _load_weights(cfg: Config, weights: str, hf_config, other_task: list[str], saved: bool, new_head: bool):
     """The sequence classifier at `weights`: pretrained (in `weights_dtype`, 4-bit for QLoRA) or a saved full/last_n
-    checkpoint (float32: its exact values, however training held them)."""
+    checkpoint (float32: its exact values, however training held them); `new_head`: no checkpoint brings one."""
     from transformers import AutoModelForSequenceClassification
 
     m = cfg.model
@@ -435,7 +436,7 @@ def _load_weights(cfg: Config, weights: str, hf_config, other_task: list[str], s
                                                                              output_loading_info=True, **kwargs)
     except (OSError, SafetensorError) as e:  # no weights in the folder, a hub id without network, a corrupt file
         raise UserError(f"cannot load model weights from {weights}: {str(e).strip().splitlines()[0]}") from None
-    _load_note(weights, model, info)
+    _load_note(weights, model, info, new_head)
     if other_task:
         _reset_head(model, weights, other_task)
     if m.method == "qlora":
@@ -508,7 +509,7 @@ def build_model(cfg: Config, labels: list[str], checkpoint: str | Path | None = 
         _check_remote_code(folder, m.trust_remote_code)
     tokenizer = _load_tokenizer(ckpt or base, cfg)
     hf_config, kind, other_task = _model_config(cfg, weights, labels, tokenizer, new=ckpt is None)
-    model = _load_weights(cfg, weights, hf_config, other_task, saved=weights == ckpt)
+    model = _load_weights(cfg, weights, hf_config, other_task, saved=weights == ckpt, new_head=ckpt is None)
     if m.gradient_checkpointing and trainable:
         enable_checkpointing(model)
     if m.method == "last_n":
