@@ -4,6 +4,7 @@ changed ("settings changed (train.lr 2e-05 -> 3e-05)", "data changed (train text
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -38,6 +39,13 @@ def fingerprint(parts: dict) -> str:
 
 
 _MISSING = object()
+
+
+@functools.cache
+def _defaults() -> dict:
+    """Every setting's default, as fingerprint parts hold it: a key added to the kit after a fold was trained
+    counts as unchanged at its default (the behaviour the fold was trained with)."""
+    return json.loads(json.dumps(to_dict(Config()), default=str))
 # Permissions, not settings: a fold trained with remote code allowed is the same model when read without it
 PERMISSIONS = {("model", "trust_remote_code")}
 
@@ -58,8 +66,9 @@ def changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
             continue
         for key in sorted(set(old) | set(new)):
             before, after = old.get(key, _MISSING), new.get(key, _MISSING)
-            if before == after or (section, key) in PERMISSIONS or key in NOT_IN_FINGERPRINT.get(section, ()):
-                continue  # a permission, or a knob an older kit's fingerprint held
+            if (before == after or (section, key) in PERMISSIONS or key in NOT_IN_FINGERPRINT.get(section, ())
+                    or (before is _MISSING and after == _defaults().get(section, {}).get(key, _MISSING))):
+                continue  # a permission, a knob an older kit's fingerprint held, or a key added since at its default
             if section == "data":
                 data.append(f"{key} {_show(before)} -> {_show(after)}" if key == "label names" else key)
             else:

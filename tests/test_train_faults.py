@@ -89,7 +89,7 @@ def test_half_trained_fold_mismatch_and_every_family_exposes_preflight(workdir, 
     assert callable(family("llm_finetune").preflight)
 
 
-def test_a_fold_resumes_and_is_reused_with_gradient_checkpointing_turned_on(workdir, comp_dir, tiny_root):
+def test_a_fold_is_reused_with_gradient_checkpointing_on_and_under_settings_added_since(workdir, comp_dir, tiny_root):
     straight = tiny_cfg(comp_dir, tiny_root, "straight", "folds.run=[0]")
     comp, folds, rd_a = setup(straight)
     train_folds(straight, comp, folds, rd_a)
@@ -111,6 +111,12 @@ def test_a_fold_resumes_and_is_reused_with_gradient_checkpointing_turned_on(work
     parts["model"]["gradient_checkpointing"] = False  # as a kit that counted the switch in the fingerprint wrote it
     done_path.write_text(json.dumps(done | {"fingerprint": fingerprint(parts)}))
     preflight(low_memory, comp, folds, rd)  # its finished folds are still reused
+    del parts["model"]["padding_side"]  # a key the kit gained after the fold was trained: at its default ...
+    done_path.write_text(json.dumps(done | {"fingerprint": fingerprint(parts)}))
+    preflight(cfg, comp, folds, rd)
+    other_side = tiny_cfg(comp_dir, tiny_root, "gc", "folds.run=[0]", "model.padding_side=left")
+    with pytest.raises(UserError, match=r"settings changed \(model.padding_side \(unset\) -> left\)"):
+        preflight(other_side, comp, folds, rd)  # ... and set otherwise now
 
 
 # ---------------------------------------------------------------- 2: divergence
