@@ -53,7 +53,8 @@ env_info() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   "$PY" -c "import torch; c = torch.cuda.is_available(); print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'archs', torch.cuda.get_arch_list() if c else '-', 'capability', torch.cuda.get_device_capability() if c else '-')"
-  "$PY" -c "import transformers, peft, accelerate, iterstrat, bitsandbytes; print('transformers', \
+  # src first, as in every kit command: bitsandbytes then fetches no kernel from the hub (src/hub.py)
+  "$PY" -c "import src, transformers, peft, accelerate, iterstrat, bitsandbytes; print('transformers', \
 transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__, 'bitsandbytes', \
 bitsandbytes.__version__)"
 }

@@ -119,6 +119,7 @@ def test_gpu_check_fits_one_upload_and_runs_end_to_end_on_cpu(tmp_path, comp_dir
     steps = (work / "logs" / "steps.txt").read_text()
     for name in ("env", "models", "cuda", "encoder", "decoder", "tenfold"):
         assert f"== {name}: exit 0 " in steps, steps
+        assert "kernels-community" not in (work / "logs" / f"{name}.log").read_text()  # no hub kernel asked for
     summary = (out / "summary.txt").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["logs.tgz", "summary.txt"]  # what the device tool returns
     cuda = {r["variant"]: r for r in map(json.loads, (work / "cuda" / "summary.jsonl").read_text().splitlines())}
