@@ -80,7 +80,6 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # less memory, more time, the same model (a fold may resume with it on)
     trust_remote_code: bool = False
     padding_side: str = "auto"  # auto | left | right (decoders pool the last non-pad token)
-    head_init: str = "default"  # default | zero: a new head's weights (zero: every logit starts at 0)
     text_prefix: str = ""  # prepended to every text (e.g. the label names, SpanEmo-style)
     multi_sample_dropout: int = 0  # >0: average the head over this many dropout masks
 

@@ -404,27 +404,3 @@ def test_a_checkpoint_from_other_labels_starts_a_run_with_its_backbone_and_a_new
     again, _ = tm.build_model(tiny_cfg(tmp_path / "same"), LABELS)
     for (name, p), q in zip(same.named_parameters(), again.parameters()):
         torch.testing.assert_close(p, q, msg=name)
-
-
-@pytest.mark.parametrize("family, method", [("llama", "lora"), ("roberta", "full"), ("distilbert", "full")])
-def test_a_zero_head_starts_every_logit_at_zero_and_still_learns(family, method, tiny_root, tmp_path):
-    """`model.head_init=zero`: the logits' layer starts at 0 (a hidden layer before it, as in RoBERTa's and
-    DistilBERT's heads, keeps its init, or no gradient would ever reach it); a saved head is never zeroed."""
-    path = make_tiny(family, tiny_root)
-    model, tok = tm.build_model(tiny_cfg(path, "model.head_init=zero", method=method), LABELS)
-    batch = tok(["a happy text", "a sad one"], return_tensors="pt", padding=True)
-    logits = model(**batch).logits
-    assert torch.count_nonzero(logits) == 0
-    torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones_like(logits)).backward()
-    names = tm.head_modules(model)
-    head = [p for n, p in model.named_parameters() if p.requires_grad and any(f"{h}." in n for h in names)]
-    assert head and any(torch.count_nonzero(p.grad) for p in head)  # the logits' layer learns at once
-    default, _ = tm.build_model(tiny_cfg(path, method=method), LABELS)
-    assert torch.count_nonzero(default(**batch).logits) > 0
-    if method == "full":  # a run continued from its own checkpoint (same labels) keeps the trained head
-        default.save_pretrained(tmp_path / "own")
-        tok.save_pretrained(tmp_path / "own")
-        again, _ = tm.build_model(tiny_cfg(tmp_path / "own", "model.head_init=zero", method=method), LABELS)
-        torch.testing.assert_close(again(**batch).logits, default(**batch).logits)
-    with pytest.raises(UserError, match="model.head_init must be default or zero, got 'small'"):
-        tm.build_model(tiny_cfg(path, "model.head_init=small", method=method), LABELS)

@@ -419,24 +419,6 @@ def _model_config(cfg: Config, weights: str, labels: list[str], tokenizer, new: 
     return hf_config, kind, other_task
 
 
-def _init_head(model, how: str) -> None:
-    """`model.head_init`: `default` keeps the model's own initialization of a new head (normal, std
-    initializer_range); `zero` starts every logit at 0 (probability 0.5) whatever the scale of the features the head
-    reads. Decoders' last hidden states run to norms of 100-200 (Qwen2.5), where a normal(0, 0.02) head starts with
-    logits of std ~4: saturated sigmoids and a loss spike the first hundred steps spend undoing."""
-    if how not in ("default", "zero"):
-        raise UserError(f"model.head_init must be default or zero, got {how!r}")
-    if how == "zero":  # the layer that outputs the logits (a hidden layer before it keeps its own init, or it dies)
-        base = hf_model(model)
-        with torch.no_grad():
-            for name in head_modules(model):
-                for layer in getattr(base, name).modules():
-                    if isinstance(layer, nn.Linear) and layer.out_features == base.config.num_labels:
-                        layer.weight.zero_()
-                        if layer.bias is not None:
-                            layer.bias.zero_()
-
-
 def _load_weights(cfg: Config, weights: str, hf_config, other_task: list[str], saved: bool, new_head: bool):
     """The sequence classifier at `weights`: pretrained (in `weights_dtype`, 4-bit for QLoRA) or a saved full/last_n
     checkpoint (float32: its exact values, however training held them); `new_head`: no checkpoint brings one."""
@@ -457,9 +439,6 @@ def _load_weights(cfg: Config, weights: str, hf_config, other_task: list[str], s
     _load_note(weights, model, info, new_head)
     if other_task:
         _reset_head(model, weights, other_task)
-    head = set(head_modules(model))
-    if new_head and (other_task or any(k.split(".")[0] in head for k in info.get("missing_keys") or [])):
-        _init_head(model, m.head_init)
     if m.method == "qlora":
         _no_cpu_repacking(model)
         _float32_outside_4bit(model)
