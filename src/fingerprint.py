@@ -39,15 +39,21 @@ def fingerprint(parts: dict) -> str:
 
 
 _MISSING = object()
+# Permissions, not settings: a fold trained with remote code allowed is the same model when read without it
+PERMISSIONS = {("model", "trust_remote_code")}
 
 
 @functools.cache
 def _defaults() -> dict:
-    """Every setting's default, as fingerprint parts hold it: a key added to the kit after a fold was trained
-    counts as unchanged at its default (the behaviour the fold was trained with)."""
+    """Every setting's default, as fingerprint parts hold it."""
     return json.loads(json.dumps(to_dict(Config()), default=str))
-# Permissions, not settings: a fold trained with remote code allowed is the same model when read without it
-PERMISSIONS = {("model", "trust_remote_code")}
+
+
+def _same(section: str, key: str, before, after) -> bool:
+    """Whether a saved setting still fits: equal, a permission, a knob an older kit's fingerprint held, or a key the
+    kit gained after the fold was trained, now at its default (the behaviour the fold was trained with)."""
+    return (before == after or (section, key) in PERMISSIONS or key in NOT_IN_FINGERPRINT.get(section, ())
+            or (before is _MISSING and after == _defaults().get(section, {}).get(key, _MISSING)))
 
 
 def _show(value) -> str:
@@ -66,9 +72,8 @@ def changes(saved: dict, current: dict) -> tuple[list[str], list[str]]:
             continue
         for key in sorted(set(old) | set(new)):
             before, after = old.get(key, _MISSING), new.get(key, _MISSING)
-            if (before == after or (section, key) in PERMISSIONS or key in NOT_IN_FINGERPRINT.get(section, ())
-                    or (before is _MISSING and after == _defaults().get(section, {}).get(key, _MISSING))):
-                continue  # a permission, a knob an older kit's fingerprint held, or a key added since at its default
+            if _same(section, key, before, after):
+                continue
             if section == "data":
                 data.append(f"{key} {_show(before)} -> {_show(after)}" if key == "label names" else key)
             else:
@@ -87,7 +92,7 @@ def mismatch(saved: dict, current: dict) -> str | None:
         return (f"settings or data changed (fingerprint {old}, now {fingerprint(current)}; an older kit's fold "
                 "records no details)")
     settings, data = changes(parts, current)
-    if not settings and not data and parts != current:  # only a permission or a knob differs (see above)
+    if not settings and not data and parts != current:  # only what _same lets pass differs
         return None
     why = [f"settings changed ({', '.join(settings)})"] if settings else []
     why += [f"data changed ({', '.join(data)})"] if data else []
