@@ -138,3 +138,20 @@ def test_cpu_precision_times_float32_and_bf16_steps(tmp_path, comp_dir, capsys):
     assert set(times) == {"no", "bf16"} and min(times.values()) > 0
     out = capsys.readouterr().out
     assert "bf16 speedup: " in out and "CPU bf16 flags: " in out
+
+
+@pytest.mark.parametrize("lane2", ["", "model.gradient_checkpointing=true train.log_every=5"])
+def test_finetune_lanes_share_the_run_and_lane2_goes_to_the_second_alone(tmp_path, lane2):
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "py"
+    fake.write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
+    fake.chmod(0o755)
+    script = (f"set -euo pipefail; PY={fake} D=data.data_dir=DIR TIMES={tmp_path / 'times.txt'}; "
+              f"source {ROOT / 'bench/lib.sh'}; sleep() {{ :; }}; finetune c.yaml e k=v")
+    subprocess.run(["bash", "-c", script], check=True, env={**os.environ, "LANE2": lane2})
+    lines = sorted(calls.read_text().splitlines())
+    base = "--config c.yaml exp=e data.data_dir=DIR k=v"
+    assert lines == sorted([f"-m src.train --folds 0-4 {base}", f"-m src.train --folds 5-9 {base} {lane2}".strip(),
+                            f"-m src run {base}"])
+    assert sorted(line.split(":")[0] for line in (tmp_path / "times.txt").read_text().splitlines()) == [
+        "e-folds-0-4", "e-folds-5-9", "e-predict"]
