@@ -41,7 +41,7 @@ fi
 
 finetune configs/smollm2-135m-cpu.yaml smollm2-135m-qlora-cpu model.method=qlora
 keep smollm2-135m-qlora-cpu
-# a Qwen fold process peaks at 13.4 GB: the second one checkpoints its activations (~5 GB) so both fit 24 GB
+# a Qwen fold process peaks at 13.4 GB: the second one checkpoints its activations (6.2 GB) so both fit 24 GB
 LANE2=model.gradient_checkpointing=true finetune configs/qwen2.5-coder-0.5b-cpu.yaml qwen2.5-coder-0.5b-cpu
 keep qwen2.5-coder-0.5b-cpu
 
